@@ -1,0 +1,47 @@
+# deepcluster: developer and demo targets. `make demo` and `make test` are what README promises.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   := demo-out
+TORCH  := torch==2.13.0
+COLS   := --id-column image_id --label-column label
+
+.PHONY: install demo test test-all lint format bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned and installed first: an unpinned torch in a fresh resolution pulls the
+# multi-gigabyte CUDA build; pyproject.toml keeps a range (torch>=2.2) for users elsewhere.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: install
+	@mkdir -p $(DEMO)
+	$(BIN)/python cli/digits_csv.py $(DEMO)/digits.csv
+	$(BIN)/deepcluster pretrain $(DEMO)/digits.csv $(COLS) --scale minmax \
+		--epochs 100 --batch-size 64 -o $(DEMO)/ae.pt
+	$(BIN)/deepcluster train $(DEMO)/digits.csv $(COLS) -m aekm -k 10 \
+		--pretrained $(DEMO)/ae.pt -o $(DEMO)/model.pt
+	$(BIN)/deepcluster assign $(DEMO)/model.pt $(DEMO)/digits.csv $(COLS) \
+		-o $(DEMO)/labels.csv
+	$(BIN)/deepcluster evaluate $(DEMO)/labels.csv --truth $(DEMO)/digits.csv --label-column label
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+lint: install
+	$(BIN)/ruff check deepcluster_cli tests cli
+	$(BIN)/ruff format --check deepcluster_cli tests cli
+
+format: install
+	$(BIN)/ruff format deepcluster_cli tests cli
+	$(BIN)/ruff check --fix deepcluster_cli tests cli
+
+clean:
+	rm -rf $(DEMO) .pytest_cache build *.egg-info

@@ -1,0 +1,128 @@
+"""Helpers shared by the command modules: error mapping, data loading, run options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from deepcluster_cli.errors import DeepclusterError, UsageError
+
+STATE = {"debug": False}
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"deepcluster: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Map our exceptions to one line on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DeepclusterError as exc:
+            if STATE["debug"]:
+                traceback.print_exc()
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except BrokenPipeError:
+            # the reader of our stdout went away (`| head`): stop quietly
+            _silence_stdout()
+            raise typer.Exit(0) from None
+        except MemoryError:
+            raise fail("out of memory; use a smaller --batch-size or fewer rows", 1) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback
+            if STATE["debug"]:
+                traceback.print_exc()
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise fail(
+                f"internal error: {type(exc).__name__}: {first} (run with --debug for details)", 1
+            ) from None
+
+    return wrapper
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise UsageError("--columns: no column names given")
+    return items
+
+
+def pick(cli_value: Any, toml: dict, key: str, default: Any) -> Any:
+    """The command line wins over the TOML file, which wins over the default."""
+    if cli_value is not None:
+        return cli_value
+    return toml.pop(key, default)
+
+
+def make_progress(quiet: bool, log_format: str):
+    from deepcluster_cli.engine.progress import Progress
+
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format {log_format!r}: choose text or json")
+    return Progress(quiet=quiet, log_format=log_format)
+
+
+def read_features(path: str, *, fmt, columns, label_column, id_column):
+    from deepcluster_cli.io import read_table
+
+    return read_table(
+        path, fmt=fmt, columns=split_list(columns), label_column=label_column, id_column=id_column
+    )
+
+
+def schema_of(table) -> dict:
+    return {"feature_names": table.feature_names, "n_features": int(table.features.shape[1])}
+
+
+def row_ids(table, start: int = 0):
+    import numpy as np
+
+    if table.ids is not None:
+        return table.ids
+    return np.arange(start, start + len(table.features), dtype=np.int64)
+
+
+def setup_torch(seed: int, device: str, threads: int | None):
+    from deepcluster_cli.engine.device import resolve_device, set_threads
+    from deepcluster_cli.engine.seed import seed_everything
+
+    set_threads(threads)
+    seed_everything(seed)
+    return resolve_device(device)
+
+
+def check_output(path: str | None) -> None:
+    """Fail before any work when an output can never be written (missing folder)."""
+    from pathlib import Path
+
+    if path is None or path == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{path}: is a directory; give a file name")
+    if not p.parent.exists():
+        raise UsageError(f"{path}: output folder {p.parent} does not exist")

@@ -1,0 +1,56 @@
+"""deepcluster info MODEL: print a checkpoint's metadata (never runs code from it)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from deepcluster_cli.commands.common import handle_errors
+
+
+@handle_errors
+def info(
+    model: Annotated[str, typer.Argument(help="A model or autoencoder checkpoint.")],
+    out_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Show method, configuration, feature schema, scaling, training history and versions."""
+    import json
+
+    from deepcluster_cli.engine.checkpoint import load_checkpoint
+    from deepcluster_cli.errors import UsageError
+
+    if out_format not in ("table", "json"):
+        raise UsageError(f"--format {out_format!r}: choose table or json")
+    ck = load_checkpoint(model)
+    names = ck.schema.get("feature_names")
+    n_params = sum(int(t.numel()) for t in ck.state.values())
+    last = ck.history[-1] if ck.history else {}
+    meta = {
+        "file": model,
+        "kind": ck.kind,
+        "method": ck.method,
+        "format_version": ck.format_version,
+        "n_clusters": ck.extra.get("n_clusters"),
+        "n_features": ck.schema.get("n_features"),
+        "feature_names": names,
+        "scale": ck.scaler.get("kind"),
+        "config": ck.config,
+        "preset": ck.extra.get("preset"),
+        "pretrained": ck.extra.get("pretrained"),
+        "selection": ck.extra.get("selection"),
+        "parameters": n_params,
+        "epochs_trained": len(ck.history),
+        "training_seconds": round(sum(r.get("seconds", 0.0) for r in ck.history), 3),
+        "final": {k: v for k, v in last.items() if k not in ("seconds",)},
+        "versions": ck.versions,
+    }
+    if out_format == "json":
+        typer.echo(json.dumps(meta, indent=2, default=str))
+        return
+    for key, value in meta.items():
+        if key == "feature_names" and value is not None and len(value) > 8:
+            value = ", ".join(value[:8]) + f", ... ({len(value)} in all)"
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        typer.echo(f"{key:<18} {value}")

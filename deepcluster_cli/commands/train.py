@@ -1,0 +1,171 @@
+"""deepcluster train DATA -m METHOD -k K -o MODEL.pt: fit a clustering method."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from deepcluster_cli.commands.common import (
+    check_output,
+    handle_errors,
+    make_progress,
+    pick,
+    read_features,
+    row_ids,
+    schema_of,
+    setup_torch,
+)
+from deepcluster_cli.options import (
+    BatchOpt,
+    ColumnsOpt,
+    ConfigOpt,
+    DataArg,
+    DeviceOpt,
+    EpochsOpt,
+    FormatOpt,
+    IdColOpt,
+    LabelColOpt,
+    LogFormatOpt,
+    LrOpt,
+    PresetOpt,
+    QuietOpt,
+    ScaleOpt,
+    SeedOpt,
+    SetOpt,
+    ThreadsOpt,
+)
+
+
+@handle_errors
+def train(
+    data: DataArg,
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="Clustering method (see 'deepcluster methods').")
+    ],
+    n_clusters: Annotated[int, typer.Option("--n-clusters", "-k", help="Number of clusters.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where to write the model checkpoint.")
+    ],
+    labels: Annotated[
+        Optional[str],
+        typer.Option(
+            "--labels",
+            help="Also write the training rows' labels here (.csv .tsv .parquet .npy, - for stdout).",
+        ),
+    ] = None,
+    pretrained: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pretrained", help="Start from this autoencoder (from 'deepcluster pretrain')."
+        ),
+    ] = None,
+    restarts: Annotated[
+        Optional[int],
+        typer.Option(
+            "--restarts",
+            help="Train N times with seeds seed..seed+N-1 and keep the best [default: 1].",
+        ),
+    ] = None,
+    select: Annotated[
+        Optional[str],
+        typer.Option(
+            "--select",
+            help="Criterion that picks the kept restart (lower is better): loss, or lsp for cm/cnet.",
+        ),
+    ] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    scale: ScaleOpt = None,
+    fmt: FormatOpt = None,
+    columns: ColumnsOpt = None,
+    label_column: LabelColOpt = None,
+    id_column: IdColOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = "text",
+) -> None:
+    """Fit a clustering method and save the model (optionally the training labels)."""
+    from deepcluster_cli.config import load_toml, parse_sets
+    from deepcluster_cli.engine.checkpoint import load_checkpoint
+    from deepcluster_cli.errors import UsageError
+    from deepcluster_cli.io import LabelWriter, Scaler, check_schema
+    from deepcluster_cli.methods import get_method
+    from deepcluster_cli.pipeline import check_n_clusters, fit, save_model
+
+    toml = load_toml(config) if config else {}
+    seed = pick(seed, toml, "seed", 0)
+    scale = pick(scale, toml, "scale", None)
+    device_name = pick(device, toml, "device", "auto")
+    threads = pick(threads, toml, "threads", None)
+    restarts = pick(restarts, toml, "restarts", 1)
+    select = pick(select, toml, "select", None)
+    preset = pick(preset, toml, "preset", None)
+    progress = make_progress(quiet, log_format)
+    m = get_method(method)
+    layers: list[tuple[str, dict]] = []
+    if preset is not None:
+        if preset not in m.presets:
+            names = ", ".join(m.presets) or "none"
+            raise UsageError(f"--preset {preset}: {method} has presets: {names}")
+        layers.append((f"--preset {preset}", dict(m.presets[preset])))
+    layers.append((f"--config {config}", toml))
+    layers.append(("--set", parse_sets(set_)))
+    explicit = {
+        k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None
+    }
+    layers.append(("option", explicit))
+
+    ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
+    table = read_features(
+        data, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
+    )
+    if ae_ckpt is not None:
+        check_schema(
+            table,
+            feature_names=ae_ckpt.schema.get("feature_names"),
+            n_features=ae_ckpt.schema["n_features"],
+        )
+        scaler = Scaler.from_state(ae_ckpt.scaler)
+        if scale is not None and scale != scaler.kind:
+            raise UsageError(
+                f"--scale {scale}: the autoencoder {pretrained} was trained with --scale "
+                f"{scaler.kind}; omit --scale to use it"
+            )
+    else:
+        scaler = Scaler(scale or "none").fit(table.features)
+    check_output(output)
+    check_output(labels)
+    check_n_clusters(n_clusters, len(table.features))
+    dev = setup_torch(seed, device_name, threads)
+    x = scaler.transform(table.features)
+    progress.info(f"training {method} (k={n_clusters}) on {x.shape[0]} x {x.shape[1]} ({dev})")
+    result = fit(
+        x,
+        method=method,
+        n_clusters=n_clusters,
+        layers=layers,
+        seed=seed,
+        device=dev,
+        progress=progress,
+        pretrained=ae_ckpt,
+        restarts=restarts,
+        select=select,
+    )
+    save_model(
+        output,
+        result,
+        schema=schema_of(table),
+        scaler=scaler,
+        extra={"preset": preset, "pretrained": pretrained, "seed": seed},
+    )
+    progress.info(f"wrote {output}")
+    if labels is not None:
+        with LabelWriter(labels, n_clusters=n_clusters, proba=False) as w:
+            w.write(row_ids(table), result.labels)

@@ -1,0 +1,125 @@
+"""Method configuration: defaults <- preset <- TOML file <- ``--set`` <- explicit options.
+
+Every method has one frozen dataclass ``Config``; this module builds it once from the layers
+above, converting strings from the command line by the field's type, and rebuilds it from the
+plain dict stored in a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from deepcluster_cli.errors import UsageError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Convert ``value`` (a string from the command line, or a TOML/JSON value) to ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in _TRUE:
+                return True
+            if s in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if origin is tuple:
+            item = args[0] if args else str
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v != ""]
+            return tuple(_coerce(item, v, key) for v in value)
+    except (TypeError, ValueError):
+        name = getattr(tp, "__name__", str(tp))
+        raise UsageError(f"{key}: {value!r} is not a valid {name}") from None
+    return value
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``["alpha=177", "batch_size=111"]`` -> dict; a malformed item is a usage error."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected key=value")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: not valid TOML ({exc})") from None
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def build_config(cls: type, layers: list[tuple[str, dict[str, Any]]]) -> Any:
+    """Apply ``layers`` (``(source, {key: value})``, later wins) over ``cls``'s defaults."""
+    types_ = _field_types(cls)
+    values: dict[str, Any] = {}
+    for source, layer in layers:
+        for key, value in layer.items():
+            key = key.replace("-", "_")
+            if key not in types_:
+                valid = ", ".join(sorted(types_))
+                raise UsageError(f"{source}: unknown setting {key!r}; valid keys: {valid}")
+            values[key] = _coerce(types_[key], value, f"{source} {key}")
+    cfg = cls(**values)
+    check = getattr(cfg, "validate", None)
+    if check is not None:
+        check()
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain types only (tuples become lists), for checkpoints and JSON."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config stored by :func:`config_to_dict` (unknown keys are ignored)."""
+    types_ = _field_types(cls)
+    return cls(**{k: _coerce(types_[k], v, k) for k, v in data.items() if k in types_})

@@ -1,0 +1,196 @@
+"""The one training loop every method shares.
+
+A method describes what to train as one or more :class:`Stage` objects (a loss over a
+minibatch, which parameters, the optimiser settings, optional hooks); :class:`Trainer` owns the
+loop. The whole training set is one tensor on the device; a batch is an index slice of a
+random permutation, so there is no per-sample Python work. Loss parts are accumulated as
+tensors and read once per epoch (one host sync per epoch, not per step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from deepcluster_cli.engine.progress import Progress
+from deepcluster_cli.errors import TrainingError, UsageError
+
+LossFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
+"""``loss(batch_rows, batch_index) -> {"loss": total, "part": value, ...}``."""
+
+
+@dataclass
+class Stage:
+    """One phase of training: what to minimise, over which parameters, and how."""
+
+    name: str
+    loss: LossFn
+    params: Iterable[nn.Parameter] | list[dict]
+    epochs: int
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw | sgd
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lr_decay_every: int = 0  # epochs; 0 = constant learning rate
+    lr_decay: float = 1.0
+    lr_min: float = 0.0
+    shuffle: bool = True
+    drop_last: bool = False
+    # Rows of a batch from its indices (default: ``data[idx]``); DGG gathers neighbours here.
+    batch_rows: Callable[[Tensor], Tensor] | None = None
+    on_epoch_start: Callable[[int], None] | None = None  # called with the 0-based epoch
+    after_step: Callable[[Tensor, Tensor], None] | None = None  # (rows, idx), under no_grad
+    before_step: Callable[[Tensor, Tensor], None] | None = None  # (rows, idx), under no_grad
+    # One more epoch after the last, averaging every parameter of ``average`` over its
+    # iterations (AE-CM's averaging epoch); the averages replace the parameters.
+    average: nn.Module | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def make_optimizer(params, stage: Stage) -> torch.optim.Optimizer:
+    params = list(params)
+    if stage.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if stage.optimizer == "adam" else torch.optim.AdamW
+        kw = dict(lr=stage.lr, betas=stage.betas, eps=stage.eps, weight_decay=stage.weight_decay)
+        try:
+            # fused Adam is one kernel per parameter group: ~25% faster per step on CPU here
+            return cls(params, fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError):
+            return cls(params, **kw)
+    if stage.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=stage.lr,
+            momentum=stage.momentum,
+            nesterov=stage.nesterov,
+            weight_decay=stage.weight_decay,
+        )
+    raise UsageError(f"unknown optimizer {stage.optimizer!r}; choose adam, adamw or sgd")
+
+
+class Trainer:
+    """Runs stages over one data tensor and keeps the training history."""
+
+    def __init__(self, data: Tensor, *, progress: Progress | None = None):
+        if data.ndim != 2 or len(data) == 0:
+            raise UsageError("training data must be a non-empty 2-D table")
+        self.data = data  # (n, D), already on the training device
+        self.progress = progress or Progress(quiet=True)
+        self.history: list[dict] = []
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def batches(self, stage: Stage) -> Iterable[Tensor]:
+        n = len(self.data)
+        bs = max(1, min(stage.batch_size, n))
+        order = torch.randperm(n, device=self.device) if stage.shuffle else None
+        stop = n - n % bs if stage.drop_last and n >= bs else n
+        for start in range(0, stop, bs):
+            if order is None:
+                yield torch.arange(start, min(start + bs, n), device=self.device)
+            else:
+                yield order[start : start + bs]
+
+    def _epoch(
+        self, model: nn.Module, stage: Stage, opt: torch.optim.Optimizer, averager=None
+    ) -> dict[str, Tensor]:
+        sums: dict[str, Tensor] = {}
+        steps = 0
+        for idx in self.batches(stage):
+            rows = stage.batch_rows(idx) if stage.batch_rows else self.data[idx]
+            if stage.before_step is not None:
+                with torch.no_grad():
+                    stage.before_step(rows, idx)
+            parts = stage.loss(rows, idx)
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            opt.step()
+            if stage.after_step is not None:
+                with torch.no_grad():
+                    stage.after_step(rows, idx)
+            if averager is not None:
+                averager.update()
+            for k, v in parts.items():
+                v = v.detach()
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            steps += 1
+        return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    def run(self, model: nn.Module, stage: Stage) -> list[dict]:
+        """Train ``model`` for ``stage.epochs`` epochs (+1 averaging epoch if asked).
+
+        Raises TrainingError, with the last good parameters restored, when the loss turns
+        NaN or infinite.
+        """
+        model.train()
+        opt = make_optimizer(stage.params, stage)
+        rows: list[dict] = []
+        total = stage.epochs + (1 if stage.average is not None else 0)
+        with self.progress.stage(stage.name, total) as bar:
+            for epoch in range(total):
+                averaging = stage.average is not None and epoch == stage.epochs
+                good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if stage.lr_decay_every and epoch and epoch % stage.lr_decay_every == 0:
+                    for g in opt.param_groups:
+                        g["lr"] = max(g["lr"] * stage.lr_decay, stage.lr_min)
+                if stage.on_epoch_start is not None:
+                    stage.on_epoch_start(epoch)
+                t0 = time.perf_counter()
+                averager = ParameterAverager(stage.average) if averaging else None
+                means = self._epoch(model, stage, opt, averager)
+                # the one host sync of the epoch
+                values = torch.stack(list(means.values())).tolist() if means else []
+                seconds = time.perf_counter() - t0
+                parts = dict(zip(means.keys(), values))
+                if not all(math.isfinite(v) for v in values):
+                    model.load_state_dict(good)
+                    raise TrainingError(
+                        f"the loss became {'NaN' if any(v != v for v in values) else 'infinite'}"
+                        f" in stage '{stage.name}' epoch {epoch + 1}; the model was not saved. "
+                        "Lower the learning rate (--lr) or scale the data (--scale standard)."
+                    )
+                if averager is not None:
+                    averager.apply()
+                row = {"stage": stage.name, "epoch": epoch + 1, "seconds": seconds, **parts}
+                rows.append(row)
+                bar.epoch(epoch + 1, parts, seconds)
+        self.history.extend(rows)
+        model.eval()
+        return rows
+
+
+class ParameterAverager:
+    """Running mean of every parameter of a module, one update per optimisation step."""
+
+    def __init__(self, module: nn.Module):
+        self.params = [p for p in module.parameters()]
+        self.sums = [torch.zeros_like(p) for p in self.params]
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_add_(self.sums, [p.detach() for p in self.params])
+        self.count += 1
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if self.count:
+            for p, s in zip(self.params, self.sums):
+                p.copy_(s / self.count)
+
+
+@torch.no_grad()
+def batched_apply(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 4096) -> Tensor:
+    """Apply ``fn`` to ``x`` in row batches and concatenate (inference on large sets)."""
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -1,0 +1,52 @@
+"""The methods registry.
+
+Metadata lives here as plain strings so that ``deepcluster methods`` and ``--help`` never
+import torch; the module of a method is imported only when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from deepcluster_cli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    module: str
+    summary: str
+    needs: str  # what the method trains from
+    generates: str  # generate modes, "" if none
+    paper: str
+
+
+REGISTRY: dict[str, MethodInfo] = {
+    m.name: m
+    for m in [
+        MethodInfo(
+            "kmeans", "kmeans", "k-means++ on the input features (baseline)",
+            "features", "centroids", "Arthur & Vassilvitskii 2007",
+        ),
+        MethodInfo(
+            "aekm", "aekm", "autoencoder, then k-means on the codes (baseline)",
+            "autoencoder (--pretrained or pretrains itself)", "centroids, interpolate",
+            "e.g. Xie et al. 2016 (AE+KM)",
+        ),
+    ]
+}
+
+
+def method_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_method(name: str):
+    """Instantiate the registered method ``name`` (imports its module)."""
+    info = REGISTRY.get(name)
+    if info is None:
+        raise UsageError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
+    module = importlib.import_module(f"deepcluster_cli.methods.{info.module}")
+    # a module holding several methods (dec + idec) names them in METHODS
+    return getattr(module, "METHODS", {}).get(name, module.METHOD)

@@ -1,0 +1,226 @@
+"""The Method protocol: what a clustering method supplies, and what the engine gives it.
+
+A method module holds a frozen ``Config`` with the paper's defaults, pure functions for its
+maths, the ``nn.Module``, and a ``Method`` subclass with:
+
+- ``fit(x, cfg, ctx) -> nn.Module``: initialise and train through ``ctx.trainer.run(Stage)``
+  (the trainer owns the loop); the returned module carries ``spec``, a dict of plain types
+  from which ``build(spec)`` rebuilds it (its tensors come from the checkpoint).
+- ``predict(model, x) -> Prediction``: hard labels and, where meaningful, probabilities.
+- ``embed(model, x)``: the representation clusters live in (codes, or the input).
+- ``generate(...)``: decoded centroids, interpolations, samples (where the method can).
+- ``criterion(model, x, name)``: a scalar to select among restarts (lower is better).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deepcluster_cli.engine.checkpoint import Checkpoint
+from deepcluster_cli.engine.progress import Progress
+from deepcluster_cli.engine.trainer import Stage, Trainer, batched_apply
+from deepcluster_cli.errors import UsageError
+from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, autoencoder_loss, resolve_recon_loss
+
+
+@dataclass
+class Prediction:
+    labels: Tensor  # (n,) int64
+    proba: Tensor | None = None  # (n, k), rows sum to 1
+
+
+@dataclass
+class Generated:
+    x: Tensor  # (n, D) in the model's (scaled) input space
+    clusters: Tensor  # (n,) the cluster each row was generated from
+
+
+@dataclass(frozen=True)
+class AEFields:
+    """Autoencoder settings shared by the deep methods' configs (``--set arch=500,500,2000``)."""
+
+    arch: tuple[int, ...] = (500, 500, 2000)
+    latent: int = 10
+    activation: str = "relu"
+    recon_loss: str = "auto"  # mse | bce | auto
+    noise: float = 0.0  # denoising pretraining: std of Gaussian input noise
+    pretrain_epochs: int = 50
+    pretrain_lr: float = 1e-3
+    pretrain_batch_size: int = 256
+
+
+@dataclass
+class FitContext:
+    """What the engine hands a method's ``fit``."""
+
+    n_clusters: int
+    trainer: Trainer
+    progress: Progress
+    seed: int
+    pretrained: Checkpoint | None = None
+    _ae_cache: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.trainer.device
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+    def autoencoder(self, x: Tensor, cfg: Any, *, variational: bool = False) -> Autoencoder:
+        """The autoencoder a deep method starts from: ``--pretrained AE.pt`` when given,
+        otherwise one pretrained here with ``cfg``'s AE settings. Cached, so restarts of a
+        method start from the same autoencoder; each call returns a fresh copy."""
+        key = ("ae", variational)
+        if key not in self._ae_cache:
+            if self.pretrained is not None:
+                ae = autoencoder_from_checkpoint(self.pretrained).to(self.device)
+                if variational and not ae.cfg.variational:
+                    ae = to_variational(ae)
+            else:
+                ae_cfg = AEConfig(
+                    n_features=x.shape[1],
+                    arch=tuple(cfg.arch),
+                    latent=cfg.latent,
+                    activation=cfg.activation,
+                    variational=variational,
+                    loss=resolve_recon_loss(cfg.recon_loss, x),
+                )
+                ae = pretrain_autoencoder(
+                    self.trainer,
+                    ae_cfg,
+                    epochs=cfg.pretrain_epochs,
+                    lr=cfg.pretrain_lr,
+                    batch_size=cfg.pretrain_batch_size,
+                    noise=cfg.noise,
+                )
+            self._ae_cache[key] = ae
+        return copy.deepcopy(self._ae_cache[key])
+
+
+def pretrain_autoencoder(
+    trainer: Trainer,
+    ae_cfg: AEConfig,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    noise: float = 0.0,
+    name: str = "pretrain",
+) -> Autoencoder:
+    """Train an autoencoder alone on reconstruction (+ KL when variational)."""
+    ae = Autoencoder(ae_cfg).to(trainer.device)
+    trainer.run(
+        ae,
+        Stage(
+            name=name,
+            loss=lambda xb, _idx: autoencoder_loss(ae, xb, noise=noise),
+            params=ae.parameters(),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+        ),
+    )
+    return ae
+
+
+def autoencoder_from_checkpoint(ckpt: Checkpoint) -> Autoencoder:
+    spec = ckpt.extra["spec"]["autoencoder"]
+    ae = Autoencoder(ae_config_from_dict(spec))
+    prefix = "ae."
+    state = {k[len(prefix) :]: v for k, v in ckpt.state.items() if k.startswith(prefix)}
+    ae.load_state_dict(state or ckpt.state)
+    return ae
+
+
+def ae_config_from_dict(spec: dict) -> AEConfig:
+    return AEConfig(**{**spec, "arch": tuple(spec["arch"])})
+
+
+def to_variational(ae: Autoencoder) -> Autoencoder:
+    """A VAE with ``ae``'s weights and a fresh log-variance head (VaDE/DGG start this way)."""
+    vae = Autoencoder(AEConfig(**{**asdict(ae.cfg), "variational": True}))
+    vae.load_state_dict(ae.state_dict(), strict=False)
+    with torch.no_grad():
+        # start with small variances so the first codes are close to the plain AE's
+        vae.logvar_head.weight.mul_(0.01)
+        vae.logvar_head.bias.fill_(-5.0)
+    return vae.to(next(ae.parameters()).device)
+
+
+def nearest_centroid(z: Tensor, centroids: Tensor) -> Prediction:
+    """Hard labels by the nearest centroid; ``proba`` = softmax(-||z - mu||^2)."""
+    d2 = torch.cdist(z, centroids).pow(2)  # (n, k)
+    return Prediction(labels=d2.argmin(1), proba=torch.softmax(-d2, dim=1))
+
+
+class Method:
+    """Base class; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    generate_modes: ClassVar[tuple[str, ...]] = ()
+    selection: ClassVar[tuple[str, ...]] = ("loss",)
+    # small settings (--set keys) that make the method train in seconds, for the contract
+    # tests that run every registered method
+    test_settings: ClassVar[dict[str, Any]] = {}
+
+    def fit(self, x: Tensor, cfg: Any, ctx: FitContext) -> nn.Module:
+        raise UsageError(f"method {self.name} cannot be trained")
+
+    def build(self, spec: dict) -> nn.Module:
+        raise UsageError(f"method {self.name} cannot be rebuilt")
+
+    def predict(self, model: nn.Module, x: Tensor) -> Prediction:
+        raise UsageError(f"method {self.name} cannot assign")
+
+    def embed(self, model: nn.Module, x: Tensor) -> Tensor:
+        ae = getattr(model, "ae", None)
+        return batched_apply(ae.encode, x) if ae is not None else x
+
+    def criterion(self, model: nn.Module, x: Tensor, name: str) -> float:
+        raise UsageError(f"method {self.name} has no selection criterion {name!r}")
+
+    def generate(
+        self,
+        model: nn.Module,
+        *,
+        mode: str,
+        n: int,
+        cluster: int | None,
+        between: tuple[int, int] | None,
+    ) -> Generated:
+        raise UsageError(f"method {self.name} cannot generate")
+
+
+def decode_centroids(ae: Autoencoder, centroids: Tensor) -> Generated:
+    with torch.no_grad():
+        x = ae.reconstruct(centroids)
+    return Generated(x=x, clusters=torch.arange(len(centroids)))
+
+
+def interpolate_centroids(
+    ae: Autoencoder, centroids: Tensor, between: tuple[int, int] | None, n: int
+) -> Generated:
+    """``n`` decoded steps on the line from centroid A to centroid B in code space."""
+    if between is None:
+        raise UsageError("--mode interpolate needs --between A,B (two cluster numbers)")
+    a, b = between
+    k = len(centroids)
+    if not (0 <= a < k and 0 <= b < k):
+        raise UsageError(f"--between {a},{b}: clusters are numbered 0..{k - 1}")
+    if n < 2:
+        raise UsageError("--mode interpolate needs -n of at least 2")
+    t = torch.linspace(0, 1, n, device=centroids.device)[:, None]
+    z = (1 - t) * centroids[a] + t * centroids[b]
+    with torch.no_grad():
+        x = ae.reconstruct(z)
+    return Generated(x=x, clusters=torch.where(t[:, 0] < 0.5, a, b))

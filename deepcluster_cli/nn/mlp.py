@@ -1,0 +1,159 @@
+"""MLP builders and the autoencoders every deep method starts from.
+
+The encoder is ``D-500-500-2000-d`` by default (``--arch 500,500,2000 --latent 10``), the
+decoder its mirror image. No activation on the code layer nor on the output layer: with a
+binary cross-entropy reconstruction the decoder returns logits and the loss applies the
+sigmoid (``BCEWithLogits`` is the numerically stable form of "sigmoid output + BCE").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deepcluster_cli.errors import UsageError
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+RECON_LOSSES = ("mse", "bce", "auto")
+
+
+def activation(name: str) -> nn.Module:
+    """Return a fresh activation module by name (``relu``, ``leaky_relu`` = LeakyReLU(0.2), ...)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise UsageError(
+            f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+def mlp(dims: Sequence[int], *, act: str = "relu", last_act: str | None = None) -> nn.Sequential:
+    """Fully connected layers ``dims[0] -> dims[1] -> ... -> dims[-1]``.
+
+    ``act`` follows every hidden layer; the last layer gets ``last_act`` (None: linear).
+    """
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        last = i == len(dims) - 2
+        if not last:
+            layers.append(activation(act))
+        elif last_act is not None:
+            layers.append(activation(last_act))
+    return nn.Sequential(*layers)
+
+
+def resolve_recon_loss(loss: str, x: Tensor) -> str:
+    """``auto`` -> ``bce`` when every value lies in [0, 1], else ``mse``."""
+    if loss not in RECON_LOSSES:
+        raise UsageError(f"unknown reconstruction loss {loss!r}; choose mse, bce or auto")
+    if loss != "auto":
+        if loss == "bce" and (x.min() < 0 or x.max() > 1):
+            raise UsageError(
+                "--loss bce needs every value in [0, 1]; use --scale minmax or --loss mse"
+            )
+        return loss
+    return "bce" if bool((x.min() >= 0) & (x.max() <= 1)) else "mse"
+
+
+def reconstruction_loss(x_hat: Tensor, x: Tensor, kind: str, *, reduce: bool = True) -> Tensor:
+    """Sum over features, mean over the batch (per-sample values with ``reduce=False``).
+
+    For ``bce`` the decoder output ``x_hat`` is a logit.
+    """
+    if kind == "bce":
+        per = F.binary_cross_entropy_with_logits(x_hat, x, reduction="none").sum(-1)
+    else:
+        per = (x_hat - x).pow(2).sum(-1)
+    return per.mean() if reduce else per
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    """Architecture of an autoencoder, as stored in checkpoints."""
+
+    n_features: int
+    arch: tuple[int, ...] = (500, 500, 2000)
+    latent: int = 10
+    activation: str = "relu"
+    variational: bool = False
+    loss: str = "mse"  # resolved: mse | bce
+
+
+class Autoencoder(nn.Module):
+    """Plain, denoising (noise is applied by the loss) or variational MLP autoencoder.
+
+    ``encode(x)`` returns the code ``z`` (the mean for a VAE); ``encode_stats`` returns
+    ``(mu, logvar)`` for a VAE; ``decode`` returns logits for ``bce``, values for ``mse``;
+    ``reconstruct`` always returns values in data space.
+    """
+
+    def __init__(self, cfg: AEConfig):
+        super().__init__()
+        self.cfg = cfg
+        enc_dims = [cfg.n_features, *cfg.arch]
+        self.encoder = mlp([*enc_dims, cfg.latent], act=cfg.activation)
+        if cfg.variational:
+            # the log-variance head shares the hidden layers with the mean head
+            self.logvar_head = nn.Linear(enc_dims[-1], cfg.latent)
+        self.decoder = mlp([cfg.latent, *reversed(cfg.arch), cfg.n_features], act=cfg.activation)
+
+    def hidden(self, x: Tensor) -> Tensor:
+        return self.encoder[:-1](x)
+
+    def encode(self, x: Tensor) -> Tensor:  # (batch, latent)
+        return self.encoder(x)
+
+    def encode_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.hidden(x)
+        mu = self.encoder[-1](h)
+        if not self.cfg.variational:
+            return mu, torch.full_like(mu, -30.0)
+        return mu, self.logvar_head(h).clamp(-30.0, 20.0)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def reconstruct(self, z: Tensor) -> Tensor:
+        out = self.decoder(z)
+        return torch.sigmoid(out) if self.cfg.loss == "bce" else out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+
+def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+    """``z = mu + sigma * eps``, eps ~ N(0, I)."""
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Per-sample KL( N(mu, diag(exp(logvar))) || N(0, I) ), summed over latent dims."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+def autoencoder_loss(
+    ae: Autoencoder, x: Tensor, *, noise: float = 0.0, beta: float = 1.0
+) -> dict[str, Tensor]:
+    """Pretraining loss: reconstruction (+ KL for a VAE). ``noise`` > 0: denoising AE
+    (Gaussian noise of that standard deviation on the input only)."""
+    x_in = x + noise * torch.randn_like(x) if noise > 0 else x
+    if ae.cfg.variational:
+        mu, logvar = ae.encode_stats(x_in)
+        z = reparameterize(mu, logvar)
+        rec = reconstruction_loss(ae.decode(z), x, ae.cfg.loss)
+        kl = kl_standard_normal(mu, logvar).mean()
+        return {"loss": rec + beta * kl, "recon": rec, "kl": kl}
+    rec = reconstruction_loss(ae(x_in), x, ae.cfg.loss)
+    return {"loss": rec, "recon": rec}

@@ -1,0 +1,256 @@
+"""The library functions the commands (and the Python API) call: fit, save, load, predict.
+
+Commands parse options and write outputs; everything between lives here, so the CLI and
+``DeepClusterer`` share one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepcluster_cli.config import build_config, config_from_dict, config_to_dict
+from deepcluster_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from deepcluster_cli.engine.progress import Progress
+from deepcluster_cli.engine.seed import seed_everything
+from deepcluster_cli.engine.trainer import Trainer
+from deepcluster_cli.errors import ModelError, UsageError
+from deepcluster_cli.io import Scaler
+from deepcluster_cli.methods import get_method
+from deepcluster_cli.methods.base import FitContext, Method
+
+
+@dataclass
+class FitResult:
+    method: Method
+    config: Any
+    model: nn.Module
+    n_clusters: int
+    labels: np.ndarray  # (n,) labels of the training rows
+    history: list[dict]
+    selection: dict = field(default_factory=dict)  # restarts, criterion, scores, kept
+
+
+@dataclass
+class LoadedModel:
+    method: Method
+    config: Any
+    model: nn.Module
+    scaler: Scaler
+    checkpoint: Checkpoint
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.checkpoint.extra.get("n_clusters", 0))
+
+
+def check_n_clusters(k: int, n_rows: int) -> None:
+    if k < 2:
+        raise UsageError(f"-k {k}: need at least 2 clusters")
+    if k > n_rows:
+        raise UsageError(f"-k {k}: more clusters than rows ({n_rows})")
+
+
+def fit(
+    x: np.ndarray,
+    *,
+    method: str,
+    n_clusters: int,
+    layers: list[tuple[str, dict]] | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    pretrained: Checkpoint | None = None,
+    restarts: int = 1,
+    select: str | None = None,
+) -> FitResult:
+    """Fit ``method`` on the (already scaled) rows ``x``; keep the best of ``restarts``."""
+    m = get_method(method)
+    cfg = build_config(m.Config, layers or [])
+    check_n_clusters(n_clusters, len(x))
+    if restarts < 1:
+        raise UsageError("--restarts must be at least 1")
+    select = select or m.selection[0]
+    if select not in m.selection:
+        raise UsageError(f"--select {select}: {method} offers {', '.join(m.selection)}")
+    progress = progress or Progress(quiet=True)
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=device)
+    trainer = Trainer(xt, progress=progress)
+    ae_cache: dict = {}
+    best, best_score, scores = None, None, []
+    for r in range(restarts):
+        run_seed = seed + r
+        seed_everything(run_seed)
+        if restarts > 1:
+            progress.info(f"restart {r + 1}/{restarts} (seed {run_seed})")
+        ctx = FitContext(
+            n_clusters=n_clusters,
+            trainer=trainer,
+            progress=progress,
+            seed=run_seed,
+            pretrained=pretrained,
+            _ae_cache=ae_cache,
+        )
+        n_hist = len(trainer.history)
+        model = m.fit(xt, cfg, ctx)
+        for row in trainer.history[n_hist:]:
+            row["restart"] = r
+        model.eval()
+        if restarts > 1:
+            with torch.no_grad():
+                score = m.criterion(model, xt, select)
+            scores.append(score)
+            progress.info(f"restart {r + 1}: {select} = {score:.6g}")
+            if best_score is None or score < best_score:
+                best, best_score = (r, model), score
+        else:
+            best = (0, model)
+    kept, model = best
+    labels = predict_tensor(m, model, xt).labels.cpu().numpy()
+    selection = {"restarts": restarts, "criterion": select, "scores": scores, "kept": kept}
+    return FitResult(m, cfg, model, n_clusters, labels, trainer.history, selection)
+
+
+@torch.no_grad()
+def predict_tensor(m: Method, model: nn.Module, x: torch.Tensor, batch_size: int = 4096):
+    from deepcluster_cli.methods.base import Prediction
+
+    model.eval()
+    labels, probas = [], []
+    for i in range(0, len(x), batch_size):
+        p = m.predict(model, x[i : i + batch_size])
+        labels.append(p.labels)
+        probas.append(p.proba)
+    proba = None if any(p is None for p in probas) else torch.cat(probas)
+    return Prediction(labels=torch.cat(labels), proba=proba)
+
+
+def save_model(
+    path: str, result: FitResult, *, schema: dict, scaler: Scaler, extra: dict | None = None
+) -> None:
+    ckpt = Checkpoint(
+        kind="model",
+        method=result.method.name,
+        config=config_to_dict(result.config),
+        schema=schema,
+        scaler=scaler.to_state(),
+        state=result.model.state_dict(),
+        history=result.history,
+        extra={
+            "spec": result.model.spec,
+            "n_clusters": result.n_clusters,
+            "selection": result.selection,
+            **(extra or {}),
+        },
+    )
+    save_checkpoint(path, ckpt)
+
+
+def load_model(path: str, *, device: torch.device | str = "cpu") -> LoadedModel:
+    ckpt = load_checkpoint(path, kinds=("model",))
+    m = get_method(ckpt.method) if ckpt.method != "autoencoder" else None
+    if m is None:
+        raise ModelError(f"{path}: is an autoencoder; train a method on it first")
+    try:
+        cfg = config_from_dict(m.Config, ckpt.config)
+        model = m.build(ckpt.extra["spec"])
+        model.load_state_dict(ckpt.state)
+    except (KeyError, RuntimeError, TypeError, ValueError, UsageError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(
+            f"{path}: checkpoint does not match method {ckpt.method} ({first})"
+        ) from None
+    model.to(device).eval()
+    return LoadedModel(m, cfg, model, Scaler.from_state(ckpt.scaler), ckpt)
+
+
+@torch.no_grad()
+def predict(
+    loaded: LoadedModel,
+    x: np.ndarray,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4096,
+    embedding: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Labels, probabilities (or None) and embedding (or None) for raw rows ``x``."""
+    xs = torch.as_tensor(loaded.scaler.transform(x), device=device)
+    p = predict_tensor(loaded.method, loaded.model, xs, batch_size)
+    emb = None
+    if embedding:
+        emb = loaded.method.embed(loaded.model, xs).cpu().numpy()
+    proba = p.proba.cpu().numpy() if p.proba is not None else None
+    return p.labels.cpu().numpy(), proba, emb
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """``deepcluster pretrain``: Adam, lr 1e-3, batch 256, 50 epochs (spec: our choice)."""
+
+    arch: tuple[int, ...] = (500, 500, 2000)
+    latent: int = 10
+    activation: str = "relu"
+    variational: bool = False
+    noise: float = 0.0
+    loss: str = "auto"
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+
+    def validate(self) -> None:
+        if self.latent < 1 or any(w < 1 for w in self.arch):
+            raise UsageError("--arch widths and --latent must be positive")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise UsageError("--epochs must be >= 0, --batch-size >= 1 and --lr > 0")
+        if self.noise < 0:
+            raise UsageError("--noise must be >= 0")
+
+
+def pretrain(
+    x: np.ndarray,
+    cfg: PretrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+):
+    """Train an autoencoder on the (scaled) rows ``x``; returns (autoencoder, history)."""
+    from deepcluster_cli.methods.base import pretrain_autoencoder
+    from deepcluster_cli.nn.mlp import AEConfig, activation, resolve_recon_loss
+
+    activation(cfg.activation)  # validates the name before any work
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=device)
+    ae_cfg = AEConfig(
+        n_features=xt.shape[1],
+        arch=tuple(cfg.arch),
+        latent=cfg.latent,
+        activation=cfg.activation,
+        variational=cfg.variational,
+        loss=resolve_recon_loss(cfg.loss, xt),
+    )
+    trainer = Trainer(xt, progress=progress)
+    ae = pretrain_autoencoder(
+        trainer, ae_cfg, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, noise=cfg.noise
+    )
+    return ae, trainer.history
+
+
+def save_autoencoder(path: str, ae, cfg: PretrainConfig, *, history, schema, scaler) -> None:
+    from dataclasses import asdict
+
+    save_checkpoint(
+        path,
+        Checkpoint(
+            kind="autoencoder",
+            method="autoencoder",
+            config=config_to_dict(cfg),
+            schema=schema,
+            scaler=scaler.to_state(),
+            state=ae.state_dict(),
+            history=history,
+            extra={"spec": {"autoencoder": asdict(ae.cfg)}},
+        ),
+    )

@@ -1,0 +1,265 @@
+"""The five commands end to end through Typer's CliRunner, plus one real subprocess per path
+that matters for pipes and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+COLS = ["--id-column", "image_id", "--label-column", "label"]
+SMALL_AE = ["--arch", "64", "--latent", "8", "--epochs", "5", "--batch-size", "64"]
+
+
+@pytest.fixture
+def trained(cli, digits_csv, tmp_path):
+    """pretrain -> train -m aekm on digits, small and fast."""
+    ae, model = tmp_path / "ae.pt", tmp_path / "model.pt"
+    r = cli("pretrain", digits_csv, *COLS, "--scale", "minmax", *SMALL_AE, "-o", ae, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    r = cli(
+        "train",
+        digits_csv,
+        *COLS,
+        "-m",
+        "aekm",
+        "-k",
+        10,
+        "--pretrained",
+        ae,
+        "-o",
+        model,
+        "--labels",
+        tmp_path / "train.csv",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.stderr
+    return model
+
+
+def test_assign_writes_id_cluster_csv_to_stdout_only(cli, trained, digits_csv):
+    r = cli("assign", trained, digits_csv, *COLS)
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "id,cluster"
+    assert lines[1].startswith("img0000,")
+    assert len(lines) == 1798
+
+
+def test_assign_reproduces_training_labels_and_proba_rows_sum_to_one(
+    cli, trained, digits_csv, tmp_path
+):
+    out = tmp_path / "labels.parquet"
+    r = cli("assign", trained, digits_csv, *COLS, "--proba", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    df = pd.read_parquet(out)
+    assert list(df.columns[:2]) == ["id", "cluster"] and "p9" in df.columns
+    np.testing.assert_allclose(df[[f"p{i}" for i in range(10)]].sum(axis=1), 1.0, rtol=1e-4)
+    train = pd.read_csv(tmp_path / "train.csv")
+    np.testing.assert_array_equal(train["cluster"].to_numpy(), df["cluster"].to_numpy())
+
+
+def test_evaluate_json_scores_and_sizes(cli, trained, digits_csv, tmp_path):
+    labels = tmp_path / "train.csv"
+    r = cli(
+        "evaluate", labels, "--truth", digits_csv, "--label-column", "label", "--format", "json"
+    )
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert set(rep["scores"]) == {"acc", "nmi", "ari", "purity"}
+    assert 0.3 < rep["scores"]["acc"] <= 1.0
+    assert sum(rep["sizes"].values()) == 1797
+
+
+def test_evaluate_with_data_adds_internal_scores(cli, trained, digits_csv, tmp_path):
+    r = cli(
+        "evaluate",
+        tmp_path / "train.csv",
+        "--truth",
+        digits_csv,
+        "--label-column",
+        "label",
+        "--data",
+        digits_csv,
+        "--id-column",
+        "image_id",
+        "--format",
+        "csv",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "silhouette," in r.stdout and "calinski_harabasz," in r.stdout
+
+
+def test_generate_centroids_and_interpolation(cli, trained, tmp_path):
+    out = tmp_path / "c.csv"
+    r = cli("generate", trained, "--mode", "centroids", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    df = pd.read_csv(out)
+    assert len(df) == 10 and df.columns[0] == "cluster" and df.shape[1] == 65
+    # minmax undone: values back in the raw digits range
+    assert df.iloc[:, 1:].to_numpy().max() <= 1.0 + 1e-4
+    out2 = tmp_path / "i.npy"
+    r = cli("generate", trained, "--mode", "interpolate", "--between", "0,3", "-n", 7, "-o", out2)
+    assert r.exit_code == 0, r.stderr
+    assert np.load(out2).shape == (7, 64)
+
+
+def test_generate_sample_is_refused_for_aekm(cli, trained, tmp_path):
+    r = cli("generate", trained, "--mode", "sample", "-o", tmp_path / "s.csv")
+    assert r.exit_code == 2
+    assert "offers centroids, interpolate" in r.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_info_json_describes_the_model(cli, trained):
+    r = cli("info", trained, "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    meta = json.loads(r.stdout)
+    assert meta["method"] == "aekm" and meta["n_clusters"] == 10 and meta["n_features"] == 64
+    assert meta["scale"] == "minmax" and meta["feature_names"][0] == "px0"
+
+
+def test_methods_lists_registered(cli):
+    r = cli("methods", "--format", "json")
+    assert r.exit_code == 0
+    names = [m["name"] for m in json.loads(r.stdout)]
+    assert "kmeans" in names and "aekm" in names
+
+
+def test_kmeans_on_digits_reaches_known_accuracy(cli, digits_csv, tmp_path):
+    labels = tmp_path / "l.csv"
+    r = cli(
+        "train",
+        digits_csv,
+        *COLS,
+        "-m",
+        "kmeans",
+        "-k",
+        10,
+        "-o",
+        tmp_path / "m.pt",
+        "--labels",
+        labels,
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.stderr
+    r = cli(
+        "evaluate", labels, "--truth", digits_csv, "--label-column", "label", "--format", "json"
+    )
+    assert json.loads(r.stdout)["scores"]["acc"] > 0.75  # k-means++ on digits: about 0.79
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "nosuch", "-k", "3"], "unknown method"),
+        (["-m", "kmeans", "-k", "1"], "at least 2 clusters"),
+        (["-m", "kmeans", "-k", "5000"], "more clusters than rows"),
+        (["-m", "kmeans", "-k", "3", "--set", "bogus=1"], "unknown setting 'bogus'"),
+        (["-m", "kmeans", "-k", "3", "--set", "n_init=abc"], "not a valid int"),
+        (["-m", "kmeans", "-k", "3", "--preset", "mnist"], "presets"),
+        (["-m", "kmeans", "-k", "3", "--scale", "log"], "scale"),
+    ],
+)
+def test_bad_train_options_exit_2_with_one_line(cli, digits_csv, tmp_path, args, message):
+    out = tmp_path / "m.pt"
+    r = cli("train", digits_csv, *COLS, *args, "-o", out)
+    assert r.exit_code == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_assign_column_mismatch_names_the_difference(cli, trained, tmp_path, digits):
+    x, _ = digits
+    df = pd.DataFrame(x[:, :60], columns=[f"px{i}" for i in range(60)])
+    path = tmp_path / "less.csv"
+    df.to_csv(path, index=False)
+    r = cli("assign", trained, path)
+    assert r.exit_code == 2
+    assert "px60" in r.stderr
+
+
+def test_assign_with_a_corrupt_model_exits_2(cli, tmp_path, digits_csv):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    r = cli("assign", bad, digits_csv, *COLS)
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+
+
+def test_existing_model_untouched_when_training_fails(cli, digits_csv, tmp_path):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"previous model")
+    r = cli(
+        "train",
+        digits_csv,
+        *COLS,
+        "-m",
+        "aekm",
+        "-k",
+        10,
+        "--set",
+        "arch=16",
+        "--set",
+        "latent=2",
+        "--set",
+        "pretrain_epochs=2",
+        "--set",
+        "pretrain_lr=1e12",
+        "--set",
+        "recon_loss=mse",
+        "-o",
+        out,
+        "--quiet",
+    )
+    assert r.exit_code == 1, r.stderr
+    assert "lower the learning rate" in r.stderr.lower()
+    assert out.read_bytes() == b"previous model"
+
+
+def run(*args, input=None):
+    return subprocess.run(
+        [sys.executable, "-m", "deepcluster_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=300,
+    )
+
+
+def test_subprocess_pipe_into_head_exits_cleanly(trained, digits_csv):
+    cmd = (
+        f"{sys.executable} -m deepcluster_cli assign {trained} {digits_csv} "
+        f"--id-column image_id --label-column label | head -3"
+    )
+    p = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=300
+    )
+    assert p.stdout.splitlines()[0] == "id,cluster" and len(p.stdout.splitlines()) == 3
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
+
+
+def test_subprocess_stdin_csv_and_exit_codes(trained, digits_csv):
+    text = digits_csv.read_text()
+    p = run(
+        "assign", trained, "-", "--id-column", "image_id", "--label-column", "label", input=text
+    )
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 1798
+    p = run("assign", trained, "/nonexistent.csv")
+    assert p.returncode == 2 and p.stderr.startswith("deepcluster: error:")
+    assert "Traceback" not in p.stderr
+
+
+def test_help_and_methods_do_not_import_torch():
+    code = (
+        "import sys; from deepcluster_cli.cli import app; "
+        "from typer.testing import CliRunner; r = CliRunner().invoke(app, ['methods']); "
+        "assert r.exit_code == 0; print('torch' in sys.modules)"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "False", p.stderr

@@ -1,0 +1,60 @@
+"""Shared fixtures: scikit-learn's bundled digits and small synthetic data (no downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_digits, make_blobs
+from typer.testing import CliRunner
+
+from deepcluster_cli.cli import app
+
+
+@pytest.fixture(scope="session")
+def digits():
+    d = load_digits()
+    return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    x, y = make_blobs(n_samples=300, centers=3, n_features=5, cluster_std=0.6, random_state=0)
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+@pytest.fixture
+def digits_csv(tmp_path, digits):
+    """digits as CSV with a string id column and a label column, values 0..1."""
+    x, y = digits
+    df = pd.DataFrame(x, columns=[f"px{i}" for i in range(x.shape[1])])
+    df.insert(0, "image_id", [f"img{i:04d}" for i in range(len(df))])
+    df["label"] = y
+    path = tmp_path / "digits.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def blobs_csv(tmp_path, blobs):
+    x, y = blobs
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    df["label"] = y
+    path = tmp_path / "blobs.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+class Cli:
+    """Run the Typer app in-process; stdout and stderr are kept apart."""
+
+    def __init__(self):
+        self.runner = CliRunner()
+
+    def __call__(self, *args, input=None):
+        return self.runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def cli():
+    return Cli()
