@@ -61,6 +61,7 @@ def fit(
     method: str,
     n_clusters: int,
     layers: list[tuple[str, dict]] | None = None,
+    config: Any = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
@@ -70,7 +71,7 @@ def fit(
 ) -> FitResult:
     """Fit ``method`` on the (already scaled) rows ``x``; keep the best of ``restarts``."""
     m = get_method(method)
-    cfg = build_config(m.Config, layers or [])
+    cfg = config if config is not None else build_config(m.Config, layers or [])
     check_n_clusters(n_clusters, len(x))
     if restarts < 1:
         raise UsageError("--restarts must be at least 1")

@@ -92,7 +92,7 @@ def train(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Fit a clustering method and save the model (optionally the training labels)."""
-    from deepcluster_cli.config import load_toml, parse_sets
+    from deepcluster_cli.config import build_config, load_toml, parse_sets
     from deepcluster_cli.engine.checkpoint import load_checkpoint
     from deepcluster_cli.errors import UsageError
     from deepcluster_cli.io import LabelWriter, Scaler, check_schema
@@ -121,6 +121,7 @@ def train(
         k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None
     }
     layers.append(("option", explicit))
+    cfg = build_config(m.Config, layers)  # every setting is checked before any work
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
     table = read_features(
