@@ -151,7 +151,7 @@ def train(
         x,
         method=method,
         n_clusters=n_clusters,
-        layers=layers,
+        config=cfg,
         seed=seed,
         device=dev,
         progress=progress,
