@@ -80,3 +80,16 @@ LogFormatOpt = Annotated[
     str,
     typer.Option("--log-format", help="Progress on stderr as text or json (one object per line)."),
 ]
+MaxTimeOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--max-time",
+        help="Stop after this many seconds (at an epoch end), save a resumable state, exit 0.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue an interrupted run of the same command from OUTPUT.resume."
+    ),
+]

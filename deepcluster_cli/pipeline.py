@@ -17,7 +17,7 @@ from deepcluster_cli.config import build_config, config_from_dict, config_to_dic
 from deepcluster_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from deepcluster_cli.engine.progress import Progress
 from deepcluster_cli.engine.seed import seed_everything
-from deepcluster_cli.engine.trainer import Trainer
+from deepcluster_cli.engine.trainer import RunControl, Trainer
 from deepcluster_cli.errors import ModelError, UsageError
 from deepcluster_cli.io import Scaler
 from deepcluster_cli.methods import get_method
@@ -68,6 +68,8 @@ def fit(
     pretrained: Checkpoint | None = None,
     restarts: int = 1,
     select: str | None = None,
+    control: RunControl | None = None,
+    resume: dict | None = None,
 ) -> FitResult:
     """Fit ``method`` on the (already scaled) rows ``x``; keep the best of ``restarts``."""
     m = get_method(method)
@@ -80,7 +82,9 @@ def fit(
         raise UsageError(f"--select {select}: {method} offers {', '.join(m.selection)}")
     progress = progress or Progress(quiet=True)
     xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=device)
-    trainer = Trainer(xt, progress=progress)
+    trainer = Trainer(xt, progress=progress, control=control)
+    if resume is not None:
+        trainer.resume_from(resume)
     ae_cache: dict = {}
     best, best_score, scores = None, None, []
     for r in range(restarts):
@@ -217,6 +221,8 @@ def pretrain(
     *,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    control: RunControl | None = None,
+    resume: dict | None = None,
 ):
     """Train an autoencoder on the (scaled) rows ``x``; returns (autoencoder, history)."""
     from deepcluster_cli.methods.base import pretrain_autoencoder
@@ -232,7 +238,9 @@ def pretrain(
         variational=cfg.variational,
         loss=resolve_recon_loss(cfg.loss, xt),
     )
-    trainer = Trainer(xt, progress=progress)
+    trainer = Trainer(xt, progress=progress, control=control)
+    if resume is not None:
+        trainer.resume_from(resume)
     ae = pretrain_autoencoder(
         trainer, ae_cfg, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, noise=cfg.noise
     )
@@ -255,3 +263,47 @@ def save_autoencoder(path: str, ae, cfg: PretrainConfig, *, history, schema, sca
             extra={"spec": {"autoencoder": asdict(ae.cfg)}},
         ),
     )
+
+
+def resume_path(output: str) -> str:
+    """Where an interrupted run keeps its resumable state: beside the output."""
+    return f"{output}.resume"
+
+
+def save_resume(output: str, *, run: dict, schema: dict, scaler: Scaler, state: dict) -> str:
+    """Write the state a stopped run continues from; ``run`` identifies the run (method,
+    settings, k, seed, ...) so that ``--resume`` refuses a different command."""
+    path = resume_path(output)
+    save_checkpoint(
+        path,
+        Checkpoint(
+            kind="resume",
+            method=str(run.get("method", "autoencoder")),
+            config=run,
+            schema=schema,
+            scaler=scaler.to_state(),
+            state={},
+            history=state["history"],
+            extra={"trainer": state},
+        ),
+    )
+    return path
+
+
+def load_resume(output: str, *, run: dict, schema: dict) -> tuple[dict, Scaler]:
+    """The saved trainer state and scaler for ``--resume``; a different run is refused."""
+    import os
+
+    path = resume_path(output)
+    if not os.path.exists(path):
+        raise UsageError(f"--resume: no resumable state at {path}; run without --resume")
+    ck = load_checkpoint(path, kinds=("resume",))
+    for key in sorted(set(run) | set(ck.config)):
+        if run.get(key) != ck.config.get(key):
+            raise UsageError(
+                f"--resume: {path} was saved by a different run ({key}: "
+                f"{ck.config.get(key)!r} there, {run.get(key)!r} now); repeat the same command"
+            )
+    if ck.schema != schema:
+        raise UsageError(f"--resume: {path} was saved for other data (columns differ)")
+    return ck.extra["trainer"], Scaler.from_state(ck.scaler)

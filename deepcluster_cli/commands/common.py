@@ -126,3 +126,48 @@ def check_output(path: str | None) -> None:
         raise UsageError(f"{path}: is a directory; give a file name")
     if not p.parent.exists():
         raise UsageError(f"{path}: output folder {p.parent} does not exist")
+
+
+def run_resumable(
+    body,
+    *,
+    output: str,
+    run: dict,
+    schema: dict,
+    scaler,
+    resume: bool,
+    max_time: float | None,
+    progress,
+):
+    """Run ``body(control, state)`` so that SIGINT/SIGTERM or ``--max-time`` save a resumable
+    state beside ``output`` (exit 130/143, or 0 for the time budget) and ``--resume``
+    continues from it. Returns body's result, or None when stopped by the time budget."""
+    from deepcluster_cli.engine.interrupt import EXIT_CODES, graceful_stop
+    from deepcluster_cli.engine.trainer import StopTraining
+    from deepcluster_cli.errors import Interrupted
+    from deepcluster_cli.pipeline import load_resume, save_resume
+
+    if max_time is not None and max_time <= 0:
+        raise UsageError("--max-time must be a positive number of seconds")
+    state = load_resume(output, run=run, schema=schema)[0] if resume else None
+    with graceful_stop(max_time) as control:
+        try:
+            return body(control, state)
+        except StopTraining as stop:
+            path = save_resume(output, run=run, schema=schema, scaler=scaler, state=stop.state)
+            hint = f"saved a resumable state to {path}; repeat the command with --resume"
+            if stop.signum is not None:
+                raise Interrupted(f"interrupted: {hint}", EXIT_CODES[stop.signum]) from None
+            progress.warn(f"--max-time reached before the end of training: {hint}")
+            return None
+
+
+def remove_resume_state(output: str) -> None:
+    import os
+
+    from deepcluster_cli.pipeline import resume_path
+
+    try:
+        os.remove(resume_path(output))
+    except FileNotFoundError:
+        pass

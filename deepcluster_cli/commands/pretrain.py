@@ -12,6 +12,8 @@ from deepcluster_cli.commands.common import (
     make_progress,
     pick,
     read_features,
+    remove_resume_state,
+    run_resumable,
     schema_of,
     setup_torch,
 )
@@ -27,7 +29,9 @@ from deepcluster_cli.options import (
     LabelColOpt,
     LogFormatOpt,
     LrOpt,
+    MaxTimeOpt,
     QuietOpt,
+    ResumeOpt,
     ScaleOpt,
     SeedOpt,
     SetOpt,
@@ -81,11 +85,13 @@ def pretrain(
     threads: ThreadsOpt = None,
     set_: SetOpt = None,
     config: ConfigOpt = None,
+    max_time: MaxTimeOpt = None,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Train an autoencoder (plain, denoising or variational) and save it."""
-    from deepcluster_cli.config import build_config, load_toml, parse_sets
+    from deepcluster_cli.config import build_config, config_to_dict, load_toml, parse_sets
     from deepcluster_cli.io import Scaler
     from deepcluster_cli.pipeline import PretrainConfig, save_autoencoder
     from deepcluster_cli.pipeline import pretrain as run
@@ -123,6 +129,24 @@ def pretrain(
     dev = setup_torch(seed, device_name, threads)
     x = scaler.fit(table.features).transform(table.features)
     progress.info(f"pretraining on {x.shape[0]} x {x.shape[1]} ({dev})")
-    ae, history = run(x, cfg, device=dev, progress=progress)
+    run_id = {"method": "autoencoder", "config": config_to_dict(cfg), "seed": seed}
+
+    def body(control, state):
+        return run(x, cfg, device=dev, progress=progress, control=control, resume=state)
+
+    out = run_resumable(
+        body,
+        output=output,
+        run=run_id,
+        schema=schema_of(table),
+        scaler=scaler,
+        resume=resume,
+        max_time=max_time,
+        progress=progress,
+    )
+    if out is None:
+        return
+    ae, history = out
     save_autoencoder(output, ae, cfg, history=history, schema=schema_of(table), scaler=scaler)
+    remove_resume_state(output)
     progress.info(f"wrote {output}")

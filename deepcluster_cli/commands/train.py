@@ -12,7 +12,9 @@ from deepcluster_cli.commands.common import (
     make_progress,
     pick,
     read_features,
+    remove_resume_state,
     row_ids,
+    run_resumable,
     schema_of,
     setup_torch,
 )
@@ -28,8 +30,10 @@ from deepcluster_cli.options import (
     LabelColOpt,
     LogFormatOpt,
     LrOpt,
+    MaxTimeOpt,
     PresetOpt,
     QuietOpt,
+    ResumeOpt,
     ScaleOpt,
     SeedOpt,
     SetOpt,
@@ -88,11 +92,13 @@ def train(
     set_: SetOpt = None,
     config: ConfigOpt = None,
     preset: PresetOpt = None,
+    max_time: MaxTimeOpt = None,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Fit a clustering method and save the model (optionally the training labels)."""
-    from deepcluster_cli.config import build_config, load_toml, parse_sets
+    from deepcluster_cli.config import build_config, config_to_dict, load_toml, parse_sets
     from deepcluster_cli.engine.checkpoint import load_checkpoint
     from deepcluster_cli.errors import UsageError
     from deepcluster_cli.io import LabelWriter, Scaler, check_schema
@@ -147,18 +153,44 @@ def train(
     dev = setup_torch(seed, device_name, threads)
     x = scaler.transform(table.features)
     progress.info(f"training {method} (k={n_clusters}) on {x.shape[0]} x {x.shape[1]} ({dev})")
-    result = fit(
-        x,
-        method=method,
-        n_clusters=n_clusters,
-        config=cfg,
-        seed=seed,
-        device=dev,
+    run = {
+        "method": method,
+        "n_clusters": n_clusters,
+        "config": config_to_dict(cfg),
+        "seed": seed,
+        "restarts": restarts,
+        "select": select,
+        "pretrained": pretrained,
+    }
+
+    def body(control, state):
+        return fit(
+            x,
+            method=method,
+            n_clusters=n_clusters,
+            config=cfg,
+            seed=seed,
+            device=dev,
+            progress=progress,
+            pretrained=ae_ckpt,
+            restarts=restarts,
+            select=select,
+            control=control,
+            resume=state,
+        )
+
+    result = run_resumable(
+        body,
+        output=output,
+        run=run,
+        schema=schema_of(table),
+        scaler=scaler,
+        resume=resume,
+        max_time=max_time,
         progress=progress,
-        pretrained=ae_ckpt,
-        restarts=restarts,
-        select=select,
     )
+    if result is None:
+        return
     save_model(
         output,
         result,
@@ -166,6 +198,7 @@ def train(
         scaler=scaler,
         extra={"preset": preset, "pretrained": pretrained, "seed": seed},
     )
+    remove_resume_state(output)
     progress.info(f"wrote {output}")
     if labels is not None:
         with LabelWriter(labels, n_clusters=n_clusters, proba=False) as w:

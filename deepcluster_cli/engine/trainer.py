@@ -77,15 +77,52 @@ def make_optimizer(params, stage: Stage) -> torch.optim.Optimizer:
     raise UsageError(f"unknown optimizer {stage.optimizer!r}; choose adam, adamw or sgd")
 
 
+@dataclass
+class RunControl:
+    """Shared with whoever may stop training: a signal handler sets ``stop_signal`` (the loop
+    stops after the current step); ``deadline`` is a ``time.monotonic()`` value after which the
+    loop stops at the end of an epoch (``--max-time``)."""
+
+    stop_signal: int | None = None
+    deadline: float | None = None
+
+
 class Trainer:
     """Runs stages over one data tensor and keeps the training history."""
 
-    def __init__(self, data: Tensor, *, progress: Progress | None = None):
+    def __init__(
+        self,
+        data: Tensor,
+        *,
+        progress: Progress | None = None,
+        control: RunControl | None = None,
+    ):
         if data.ndim != 2 or len(data) == 0:
             raise UsageError("training data must be a non-empty 2-D table")
         self.data = data  # (n, D), already on the training device
         self.progress = progress or Progress(quiet=True)
         self.history: list[dict] = []
+        # Interruption and resumption. Every call of run() gets the next index; a method's
+        # fit() makes the same calls in the same order for the same settings, so a resumed
+        # fit() replays finished stages by loading their final state instead of training,
+        # and continues the interrupted one at the epoch it stopped in.
+        self.run_index = 0
+        self.finished: dict[str, dict] = {}  # str(run index) -> the module's final state
+        self.resume: dict | None = None
+        self.control = control or RunControl()
+
+    @property
+    def stop_signal(self) -> int | None:
+        return self.control.stop_signal
+
+    @property
+    def deadline(self) -> float | None:
+        return self.control.deadline
+
+    def resume_from(self, state: dict) -> None:
+        """Continue from a state carried by :class:`StopTraining` (read from a checkpoint)."""
+        self.resume = state
+        self.history = list(state.get("history", []))
 
     @property
     def device(self) -> torch.device:
@@ -125,23 +162,47 @@ class Trainer:
                 v = v.detach()
                 sums[k] = sums[k] + v if k in sums else v.clone()
             steps += 1
+            if self.stop_signal is not None:
+                return None
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
     def run(self, model: nn.Module, stage: Stage) -> list[dict]:
         """Train ``model`` for ``stage.epochs`` epochs (+1 averaging epoch if asked).
 
         Raises TrainingError, with the last good parameters restored, when the loss turns
-        NaN or infinite.
+        NaN or infinite; StopTraining, carrying a resumable state, on a stop request or when
+        the deadline has passed at the end of an epoch.
         """
+        index = str(self.run_index)
+        self.run_index += 1
+        resume = self.resume or {}
+        if index in resume.get("finished", {}):
+            # finished before the interruption: take its final state, train nothing
+            model.load_state_dict(resume["finished"][index])
+            self.finished[index] = resume["finished"][index]
+            model.eval()
+            return []
         model.train()
         opt = make_optimizer(stage.params, stage)
+        first_epoch = 0
+        current = resume.get("current")
+        if current is not None and current["index"] == index:
+            model.load_state_dict(current["module"])
+            opt.load_state_dict(current["optimizer"])
+            first_epoch = int(current["epoch"])
+            self.resume = None  # everything after this point trains normally
         rows: list[dict] = []
         total = stage.epochs + (1 if stage.average is not None else 0)
         with self.progress.stage(stage.name, total) as bar:
-            for epoch in range(total):
+            for epoch in range(first_epoch, total):
                 averaging = stage.average is not None and epoch == stage.epochs
                 good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if stage.lr_decay_every and epoch and epoch % stage.lr_decay_every == 0:
+                if (
+                    stage.lr_decay_every
+                    and epoch
+                    and epoch % stage.lr_decay_every == 0
+                    and not (epoch == first_epoch and first_epoch > 0)
+                ):
                     for g in opt.param_groups:
                         g["lr"] = max(g["lr"] * stage.lr_decay, stage.lr_min)
                 if stage.on_epoch_start is not None:
@@ -149,6 +210,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 averager = ParameterAverager(stage.average) if averaging else None
                 means = self._epoch(model, stage, opt, averager)
+                if means is None:  # stop requested mid-epoch: redo this epoch on resume
+                    self.history.extend(rows)
+                    raise self._stop(index, epoch, model, opt, good if averaging else None)
                 # the one host sync of the epoch
                 values = torch.stack(list(means.values())).tolist() if means else []
                 seconds = time.perf_counter() - t0
@@ -165,9 +229,42 @@ class Trainer:
                 row = {"stage": stage.name, "epoch": epoch + 1, "seconds": seconds, **parts}
                 rows.append(row)
                 bar.epoch(epoch + 1, parts, seconds)
+                out_of_time = self.deadline is not None and time.monotonic() > self.deadline
+                if out_of_time and epoch + 1 < total:
+                    self.history.extend(rows)
+                    raise self._stop(index, epoch + 1, model, opt, None)
         self.history.extend(rows)
+        self.finished[index] = _cpu_state(model)
         model.eval()
         return rows
+
+    def _stop(self, index, epoch, model, opt, restore) -> StopTraining:
+        if restore is not None:  # an averaging epoch cut short restarts from its beginning
+            model.load_state_dict(restore)
+        state = {
+            "finished": dict(self.finished),
+            "current": {
+                "index": index,
+                "epoch": epoch,
+                "module": _cpu_state(model),
+                "optimizer": opt.state_dict(),
+            },
+            "history": list(self.history),
+        }
+        return StopTraining(state, self.stop_signal)
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class StopTraining(Exception):
+    """Training stopped early on request (signal) or at the deadline; ``state`` resumes it."""
+
+    def __init__(self, state: dict, signum: int | None):
+        super().__init__("training stopped")
+        self.state = state
+        self.signum = signum
 
 
 class ParameterAverager:

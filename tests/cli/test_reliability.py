@@ -1,0 +1,162 @@
+"""Faults a batch job meets: time budgets, signals, resumption, and determinism."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+COLS = ["--id-column", "image_id", "--label-column", "label"]
+TINY = ["--arch", "32", "--latent", "4", "--batch-size", "64"]
+
+
+def history(path):
+    ck = torch.load(path, weights_only=True)
+    return ck["history"]
+
+
+def test_max_time_saves_resumable_state_and_resume_finishes(cli, digits_csv, tmp_path):
+    out = tmp_path / "ae.pt"
+    r = cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 4, "--max-time", "1e-6", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert "--resume" in r.stderr
+    assert not out.exists()
+    state = tmp_path / "ae.pt.resume"
+    assert state.exists()
+    assert len(history(state)) == 1  # one epoch done before the budget check
+    r = cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 4, "--resume", "-o", out, "-q")
+    assert r.exit_code == 0, r.stderr
+    assert [row["epoch"] for row in history(out)] == [1, 2, 3, 4]
+    assert not state.exists()
+
+
+def test_resume_refuses_a_different_command(cli, digits_csv, tmp_path):
+    out = tmp_path / "ae.pt"
+    cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 3, "--max-time", "1e-6", "-o", out)
+    r = cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 5, "--resume", "-o", out)
+    assert r.exit_code == 2
+    assert "different run" in r.stderr and "epochs" in r.stderr
+
+
+def test_resume_without_state_is_a_usage_error(cli, digits_csv, tmp_path):
+    r = cli("pretrain", digits_csv, *COLS, *TINY, "--resume", "-o", tmp_path / "ae.pt")
+    assert r.exit_code == 2 and "no resumable state" in r.stderr
+
+
+def test_multi_stage_method_resumes_after_its_pretraining_stage(cli, digits_csv, tmp_path):
+    out = tmp_path / "m.pt"
+    args = [
+        "train",
+        digits_csv,
+        *COLS,
+        "-m",
+        "aekm",
+        "-k",
+        10,
+        "--set",
+        "arch=32",
+        "--set",
+        "latent=4",
+        "--set",
+        "pretrain_epochs=3",
+        "-o",
+        out,
+    ]
+    r = cli(*args, "--max-time", "1e-6")
+    assert r.exit_code == 0 and not out.exists()
+    r = cli(*args, "--resume", "--labels", tmp_path / "l.csv")
+    assert r.exit_code == 0, r.stderr
+    assert [row["epoch"] for row in history(out)] == [1, 2, 3]
+    assert len(pd.read_csv(tmp_path / "l.csv")) == 1797
+
+
+def _start(args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "deepcluster_cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_epoch(proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        line = proc.stderr.readline()
+        if "epoch" in line:
+            return
+        if proc.poll() is not None:
+            break
+    raise AssertionError("training never reported an epoch")
+
+
+def test_sigterm_and_sigint_save_state_and_exit_143_130(digits_csv, tmp_path):
+    out = tmp_path / "ae.pt"
+    args = ["pretrain", digits_csv, *COLS, *TINY, "--batch-size", "8", "--epochs", 500, "-o", out]
+    for sig, code in [(signal.SIGTERM, 143), (signal.SIGINT, 130)]:
+        proc = _start(args + (["--resume"] if sig == signal.SIGINT else []))
+        _wait_for_epoch(proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        assert "resumable state" in err and "Traceback" not in err
+        assert (tmp_path / "ae.pt.resume").exists() and not out.exists()
+    # the second run resumed the first: its history continues the first one's epochs
+    epochs = [row["epoch"] for row in history(tmp_path / "ae.pt.resume")]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 2
+
+
+def test_same_seed_gives_byte_identical_labels(cli, digits_csv, tmp_path):
+    outputs = []
+    for i in range(2):
+        labels = tmp_path / f"l{i}.csv"
+        r = cli(
+            "train",
+            digits_csv,
+            *COLS,
+            "-m",
+            "aekm",
+            "-k",
+            10,
+            "--seed",
+            7,
+            "--set",
+            "arch=32",
+            "--set",
+            "latent=4",
+            "--set",
+            "pretrain_epochs=2",
+            "-o",
+            tmp_path / f"m{i}.pt",
+            "--labels",
+            labels,
+            "-q",
+        )
+        assert r.exit_code == 0, r.stderr
+        outputs.append(labels.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_json_log_lines_on_stderr_only(cli, digits_csv, tmp_path):
+    r = cli(
+        "pretrain",
+        digits_csv,
+        *COLS,
+        *TINY,
+        "--epochs",
+        2,
+        "--log-format",
+        "json",
+        "-o",
+        tmp_path / "ae.pt",
+    )
+    assert r.exit_code == 0 and r.stdout == ""
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2] and np.isfinite(epochs[0]["recon"])
