@@ -1,0 +1,184 @@
+"""The input-validation matrix: every bad input to `train` and `assign` exits 2 with one short
+line naming the problem, never a traceback, and creates or replaces no output file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def write(tmp_path, name, content: bytes) -> str:
+    p = tmp_path / name
+    p.write_bytes(content)
+    return str(p)
+
+
+def good_table(n=30):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.random((n, 3)), columns=["a", "b", "c"])
+    df["label"] = np.arange(n) % 3
+    return df
+
+
+def case_files(tmp_path):
+    """name -> (data path, extra args, expected words in the message)."""
+    df = good_table()
+    parquet = tmp_path / "ok.parquet"
+    df.to_parquet(parquet)
+    npy = tmp_path / "ok.npy"
+    np.save(npy, df[["a", "b", "c"]].to_numpy())
+    nan_csv = df.copy()
+    nan_csv.loc[4, "b"] = np.nan
+    inf_csv = df.copy()
+    inf_csv.loc[7, "c"] = np.inf
+    text_csv = df.copy()
+    text_csv["b"] = "x"
+    (tmp_path / "adir").mkdir()
+    cases = {
+        "missing file": (str(tmp_path / "nope.csv"), [], ["no such file"]),
+        "directory": (str(tmp_path / "adir"), [], ["folder"]),
+        "empty file": (write(tmp_path, "empty.csv", b""), [], ["empty"]),
+        "header only": (write(tmp_path, "h.csv", b"a,b,c\n"), [], ["no data rows"]),
+        "ragged rows": (write(tmp_path, "r.csv", b"a,b,c\n1,2,3\n4,5\n6,7,8,9\n"), [], ["fields"]),
+        "undecodable bytes": (write(tmp_path, "u.csv", b"a,b\n1,\xff\xfe\n"), [], ["UTF-8"]),
+        "nan": (str(tmp_path / "nan.csv"), [], ["NaN", "'b'", "row 5"]),
+        "inf": (str(tmp_path / "inf.csv"), [], ["inf", "'c'", "row 8"]),
+        "non-numeric column": (str(tmp_path / "text.csv"), [], ["'b'", "numeric"]),
+        "object npy": (str(tmp_path / "obj.npy"), [], ["object"]),
+        "truncated parquet": (write(tmp_path, "t.parquet", parquet.read_bytes()[:200]), [], []),
+        "truncated npy": (write(tmp_path, "t.npy", npy.read_bytes()[:100]), [], []),
+        "duplicate columns": (
+            write(tmp_path, "d.csv", b"a,a,b\n1,2,3\n4,5,6\n7,8,9\n"),
+            [],
+            ["appears twice", "'a'"],
+        ),
+        "missing label column": (str(parquet), ["--label-column", "truth"], ["truth"]),
+        "missing id column": (str(parquet), ["--id-column", "key"], ["key"]),
+        "unknown format": (write(tmp_path, "x.xlsx", b"abc"), [], ["--format"]),
+    }
+    nan_csv.to_csv(tmp_path / "nan.csv", index=False)
+    inf_csv.to_csv(tmp_path / "inf.csv", index=False)
+    text_csv.to_csv(tmp_path / "text.csv", index=False)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    return cases
+
+
+CASES = [
+    "missing file",
+    "directory",
+    "empty file",
+    "header only",
+    "ragged rows",
+    "undecodable bytes",
+    "nan",
+    "inf",
+    "non-numeric column",
+    "object npy",
+    "truncated parquet",
+    "truncated npy",
+    "duplicate columns",
+    "missing label column",
+    "missing id column",
+    "unknown format",
+]
+
+
+def assert_clean_failure(result, words, *outputs):
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    err = result.stderr.strip()
+    assert err.startswith("deepcluster: error:"), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    for w in words:
+        assert w in err, (w, err)
+    for out in outputs:
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_train_refuses_bad_data(cli, tmp_path, case):
+    path, extra, words = case_files(tmp_path)[case]
+    out = tmp_path / "model.pt"
+    labels = tmp_path / "labels.csv"
+    r = cli("train", path, *extra, "-m", "kmeans", "-k", 2, "-o", out, "--labels", labels)
+    assert_clean_failure(r, words, out, labels)
+
+
+@pytest.fixture
+def model(cli, tmp_path):
+    df = good_table()
+    path = tmp_path / "train.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "model.pt"
+    r = cli("train", path, "--label-column", "label", "-m", "kmeans", "-k", 3, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model, case):
+    path, extra, words = case_files(tmp_path)[case]
+    out = tmp_path / "labels.csv"
+    out.write_text("previous labels\n")
+    r = cli("assign", model, path, *extra, "-o", out)
+    assert r.exit_code == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "previous labels\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("labels")) == [
+        "labels.csv"
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["-m", "nosuch", "-k", "2"], ["unknown method", "kmeans"]),
+        (["-m", "kmeans", "-k", "1"], ["at least 2"]),
+        (["-m", "kmeans", "-k", "31"], ["more clusters than rows"]),
+        (["-m", "kmeans", "-k", "2", "--device", "tpu"], ["device"]),
+        (["-m", "kmeans", "-k", "2", "--threads", "0"], ["--threads"]),
+        (["-m", "kmeans", "-k", "2", "--labels", "/no/such/dir/l.csv"], ["does not exist"]),
+        (["-m", "kmeans", "-k", "2", "--config", "/no/such.toml"], ["no such file"]),
+    ],
+)
+def test_train_refuses_bad_options(cli, tmp_path, args, words):
+    path = tmp_path / "ok.csv"
+    good_table().to_csv(path, index=False)
+    out = tmp_path / "m.pt"
+    r = cli("train", path, "--label-column", "label", *args, "-o", out)
+    assert_clean_failure(r, words, out)
+
+
+def test_unknown_option_is_a_usage_error(cli, tmp_path):
+    r = cli("train", "x.csv", "--no-such-option")
+    assert r.exit_code == 2
+    assert "No such option" in r.stderr or "no such option" in r.stderr.lower()
+
+
+def test_output_folder_missing_fails_before_training(cli, tmp_path):
+    path = tmp_path / "ok.csv"
+    good_table().to_csv(path, index=False)
+    r = cli("train", path, "-m", "kmeans", "-k", 2, "-o", tmp_path / "nodir" / "m.pt")
+    assert_clean_failure(r, ["does not exist"])
+
+
+@pytest.mark.parametrize("kind", ["truncated", "foreign", "pickle", "text"])
+def test_assign_refuses_bad_checkpoints(cli, tmp_path, model, kind):
+    import pickle
+
+    import torch
+
+    bad = tmp_path / "bad.pt"
+    if kind == "truncated":
+        bad.write_bytes(model.read_bytes()[:300])
+    elif kind == "foreign":
+        torch.save({"w": torch.ones(2)}, bad)
+    elif kind == "pickle":
+        bad.write_bytes(pickle.dumps(["not", "a", "model"]))
+    else:
+        bad.write_text("hello")
+    path = tmp_path / "ok.csv"
+    good_table().to_csv(path, index=False)
+    r = cli("assign", bad, path, "--label-column", "label")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    assert r.stdout == ""
