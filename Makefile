@@ -22,7 +22,7 @@ demo: install
 	@mkdir -p $(DEMO)
 	$(BIN)/python cli/digits_csv.py $(DEMO)/digits.csv
 	$(BIN)/deepcluster pretrain $(DEMO)/digits.csv $(COLS) --scale minmax \
-		--epochs 100 --batch-size 64 -o $(DEMO)/ae.pt
+		--arch 256,128 --epochs 100 --batch-size 64 -o $(DEMO)/ae.pt
 	$(BIN)/deepcluster train $(DEMO)/digits.csv $(COLS) -m aekm -k 10 \
 		--pretrained $(DEMO)/ae.pt -o $(DEMO)/model.pt
 	$(BIN)/deepcluster assign $(DEMO)/model.pt $(DEMO)/digits.csv $(COLS) \
