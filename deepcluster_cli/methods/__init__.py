@@ -26,13 +26,44 @@ REGISTRY: dict[str, MethodInfo] = {
     m.name: m
     for m in [
         MethodInfo(
-            "kmeans", "kmeans", "k-means++ on the input features (baseline)",
-            "features", "centroids", "Arthur & Vassilvitskii 2007",
+            "kmeans",
+            "kmeans",
+            "k-means++ on the input features (baseline)",
+            "features",
+            "centroids",
+            "Arthur & Vassilvitskii 2007",
         ),
         MethodInfo(
-            "aekm", "aekm", "autoencoder, then k-means on the codes (baseline)",
-            "autoencoder (--pretrained or pretrains itself)", "centroids, interpolate",
+            "aekm",
+            "aekm",
+            "autoencoder, then k-means on the codes (baseline)",
+            "autoencoder (--pretrained or pretrains itself)",
+            "centroids, interpolate",
             "e.g. Xie et al. 2016 (AE+KM)",
+        ),
+        MethodInfo(
+            "ckm",
+            "ckm",
+            "Concrete k-means: AE + k-means by straight-through Gumbel-softmax",
+            "autoencoder (--pretrained or pretrains itself); --set shallow=true: features",
+            "centroids, interpolate",
+            "Gao, Yang, Gouk & Hospedales, ICASSP 2020",
+        ),
+        MethodInfo(
+            "cm",
+            "cm",
+            "Clustering Module: a Gaussian mixture as a one-layer autoencoder",
+            "features",
+            "centroids",
+            "Boubekki, Kampffmeyer, Brefeld & Jenssen, Mach. Learn. 2021",
+        ),
+        MethodInfo(
+            "cnet",
+            "cnet",
+            "Clustering Network (AE-CM): a clustering module inside an AE",
+            "features (--set start=pretrained: autoencoder)",
+            "centroids, interpolate",
+            "Boubekki, Kampffmeyer, Brefeld & Jenssen, Mach. Learn. 2021",
         ),
     ]
 }

@@ -1,0 +1,191 @@
+"""The Clustering Network: its loss by hand, both starts (the pretrained one trains the CM
+alone first), the averaging epoch over the whole network, selection and the CLI round trip."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from deepcluster_cli.methods.base import FitContext
+from deepcluster_cli.methods.cm import merging_e3, sparsity_e2
+from deepcluster_cli.methods.cnet import METHOD, Config, cnet_losses
+from deepcluster_cli.methods.kmeans import kmeans_centroids
+from tests.methods.test_cm import RecordingTrainer
+
+SMALL = dict(arch=(16,), latent=3, batch_size=50, alpha=10.0, kmeans_n_init=2)
+
+
+def test_cnet_loss_by_hand():
+    x, x_bar = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 2.0]])  # sum sq 1
+    z, z_tilde = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])  # sum sq 1
+    gamma = torch.tensor([[0.5, 0.5]])  # gini .5; mean gamma [.5, .5]
+    mu = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # |mu mu^T - I| sums to 3
+    parts = cnet_losses(x, x_bar, z, z_tilde, gamma, mu, alpha=3.0, beta=2.0, lam=0.5)
+    assert_close(parts["recon"], torch.tensor(2.0))
+    assert_close(parts["code"], torch.tensor(1.0))
+    assert_close(parts["gini"], torch.tensor(0.5))
+    assert_close(parts["prior"], torch.tensor(-2 * 2 * math.log(0.5)))
+    assert_close(parts["ortho"], torch.tensor(1.5))
+    assert_close(parts["loss"], torch.tensor(2.0 + 1.0 + 0.5 + 4 * math.log(2) + 1.5))
+
+
+def _fit(x, **settings):
+    trainer = RecordingTrainer(torch.as_tensor(x))
+    ctx = FitContext(n_clusters=3, trainer=trainer, progress=trainer.progress, seed=0)
+    torch.manual_seed(0)
+    model = METHOD.fit(trainer.data, Config(**{**SMALL, **settings}), ctx)
+    return model, trainer
+
+
+def test_random_start_is_a_leaky_relu_autoencoder_with_linear_code_and_output(blobs):
+    model, trainer = _fit(blobs[0], start="random", epochs=2)
+    enc, dec = model.ae.encoder, model.ae.decoder
+    assert isinstance(enc[1], nn.LeakyReLU) and enc[1].negative_slope == 0.2
+    assert isinstance(enc[-1], nn.Linear) and isinstance(dec[-1], nn.Linear)
+    assert [s.name for s in trainer.stages] == ["cnet"]
+    (stage,) = trainer.stages
+    assert stage.betas == (0.9, 0.999) and stage.eps == 1e-3 and stage.lr == 1e-3
+
+
+def test_pretrained_start_kmeans_then_cm_alone_then_the_whole_network(blobs):
+    x = blobs[0]
+    model, trainer = _fit(x, start="pretrained", pretrain_epochs=5, cm_epochs=3, epochs=2)
+    assert [s.name for s in trainer.stages] == ["pretrain", "cm", "cnet"]
+    pre, cm_stage, joint = trainer.stages
+    # the CM stage moves the CM only: the autoencoder stays as pretrained
+    n_cm = len(list(model.cm.parameters()))
+    first_cm, last_cm = trainer.snapshots[1][0], trainer.snapshots[1][-1]
+    ae_after_pretrain = trainer.snapshots[0][-1]
+    for a, b in zip(ae_after_pretrain, last_cm[:-n_cm], strict=True):
+        assert_close(a, b)
+    assert not torch.allclose(first_cm[-1], last_cm[-1])  # the CM itself moved
+    assert joint.average is model  # the averaging epoch covers the whole network
+    assert len(trainer.snapshots[2]) == 3 * math.ceil(len(x) / 50)
+
+
+def test_pretrained_start_initialises_the_cm_by_kmeans_on_the_codes(blobs):
+    model, trainer = _fit(
+        blobs[0], start="pretrained", pretrain_epochs=5, cm_epochs=0, epochs=0, average=False
+    )
+    z = model.ae.encode(trainer.data).detach()
+    c, _ = kmeans_centroids(z, 3, seed=0, n_init=2)
+    assert_close(model.cm.centroids().detach(), c)
+    assert model.cm.encoder.bias.abs().sum() == 0
+
+
+def test_criteria_lsp_and_loss(blobs):
+    model, trainer = _fit(blobs[0], start="pretrained", pretrain_epochs=5, cm_epochs=3, epochs=2)
+    x = trainer.data
+    with torch.no_grad():
+        z = model.ae.encode(x)
+        gamma, mu = model.cm.responsibilities(z), model.cm.centroids()
+        lsp = float(sparsity_e2(gamma, mu) + merging_e3(gamma, mu))
+        loss = float(model.losses(x)["loss"])  # one batch = the whole data
+    assert METHOD.criterion(model, x, "lsp") == lsp
+    assert abs(METHOD.criterion(model, x, "loss") - loss) < 1e-3 * abs(loss)
+    assert METHOD.selection[0] == "lsp"
+
+
+def test_presets_hold_the_papers_table():
+    p = METHOD.presets
+    assert p["mnist"] == {"alpha": 230.0, "beta": 5.0, "lam": 1.0, "batch_size": 500, "latent": 10}
+    assert p["10x73k"]["batch_size"] == 7  # the paper; the authors' Tuned_Param has 40
+    assert p["usps"]["latent"] == 30 and p["usps"]["beta"] == 0.04
+
+
+def test_cli_pretrained_start_round_trip_and_generation(cli, blobs_csv, tmp_path):
+    ae, model = tmp_path / "ae.pt", tmp_path / "cnet.pt"
+    r = cli(
+        "pretrain",
+        blobs_csv,
+        "--label-column",
+        "label",
+        "--scale",
+        "minmax",
+        "--arch",
+        "16",
+        "--latent",
+        "3",
+        "--epochs",
+        "10",
+        "--batch-size",
+        "32",
+        "-o",
+        ae,
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.stderr
+    r = cli(
+        "train",
+        blobs_csv,
+        "--label-column",
+        "label",
+        "-m",
+        "cnet",
+        "-k",
+        3,
+        "--pretrained",
+        ae,
+        "--set",
+        "start=pretrained",
+        "--set",
+        "cm_epochs=3",
+        "--set",
+        "kmeans_n_init=2",
+        "--epochs",
+        3,
+        "--batch-size",
+        64,
+        "--restarts",
+        2,
+        "-o",
+        model,
+        "--labels",
+        tmp_path / "train.csv",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.stderr
+    r = cli("assign", model, blobs_csv, "--label-column", "label", "-o", tmp_path / "a.csv")
+    assert r.exit_code == 0, r.stderr
+    a, t = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "train.csv")
+    np.testing.assert_array_equal(a["cluster"], t["cluster"])
+    out = tmp_path / "i.csv"
+    r = cli("generate", model, "--mode", "interpolate", "--between", "1,2", "-n", 4, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert len(pd.read_csv(out)) == 4
+    r = cli("generate", model, "-o", out)  # centroids by default
+    assert r.exit_code == 0, r.stderr
+    assert len(pd.read_csv(out)) == 3
+
+
+def test_cli_random_start_and_bad_start(cli, blobs_csv, tmp_path):
+    model = tmp_path / "cnet.pt"
+    r = cli(
+        "train",
+        blobs_csv,
+        "--label-column",
+        "label",
+        "-m",
+        "cnet",
+        "-k",
+        3,
+        "--scale",
+        "minmax",
+        "--set",
+        "arch=16",
+        "--set",
+        "latent=3",
+        "--epochs",
+        3,
+        "-o",
+        model,
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.stderr
+    r = cli("train", blobs_csv, "-m", "cnet", "-k", 3, "--set", "start=warm", "-o", model)
+    assert r.exit_code == 2 and "pretrained" in r.stderr
