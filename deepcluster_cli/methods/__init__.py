@@ -65,6 +65,38 @@ REGISTRY: dict[str, MethodInfo] = {
             "centroids, interpolate",
             "Boubekki, Kampffmeyer, Brefeld & Jenssen, Mach. Learn. 2021",
         ),
+        MethodInfo(
+            "repnet",
+            "repnet",
+            "autoencoder + representation network; k-means on E",
+            "autoencoder (--pretrained or pretrains itself)",
+            "",
+            "Dahal, IEEE Big Data 2018",
+        ),
+        MethodInfo(
+            "dec",
+            "dec",
+            "DEC: Student-t soft assignment sharpened by KL(P||Q) (baseline)",
+            "autoencoder (--pretrained or pretrains itself)",
+            "centroids, interpolate",
+            "Xie, Girshick & Farhadi, ICML 2016",
+        ),
+        MethodInfo(
+            "idec",
+            "dec",
+            "IDEC: DEC's loss (weight 0.1) + reconstruction (baseline)",
+            "autoencoder (--pretrained or pretrains itself)",
+            "centroids, interpolate",
+            "Guo, Gao, Liu & Yin, IJCAI 2017",
+        ),
+        MethodInfo(
+            "dcn",
+            "dcn",
+            "DCN: reconstruction + k-means loss, count-based centroids (baseline)",
+            "autoencoder (--pretrained or pretrains itself)",
+            "centroids, interpolate",
+            "Yang, Fu, Sidiropoulos & Hong, ICML 2017",
+        ),
     ]
 }
 

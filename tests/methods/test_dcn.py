@@ -1,0 +1,115 @@
+"""DCN: hard assignments (Eq. 13), the k-means term, the count-based centroid update (Eq. 14)
+folded per batch, the after-step hook, and a CLI round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.testing import assert_close
+
+from deepcluster_cli.errors import UsageError
+from deepcluster_cli.methods.dcn import Config, hard_assignment, kmeans_loss, update_centroids
+
+
+def test_hard_assignment_picks_the_nearest_centroid():
+    z = torch.tensor([[0.1, 0.0], [0.9, 1.0], [2.0, 2.0]])
+    mu = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert hard_assignment(z, mu).tolist() == [0, 1, 1]
+
+
+def test_kmeans_loss_hand_computed():
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    mu = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    # rows to their centroids: 1^2 and 1^2 -> mean 1.0
+    assert_close(kmeans_loss(z, mu, torch.tensor([0, 1])), torch.tensor(1.0))
+
+
+def test_centroid_update_hand_computed():
+    # count 1, mu = 0; one row z = 2: count 2, eta 1/2, mu = 0 - (1/2)(0 - 2) = 1
+    mu, n = update_centroids(
+        torch.tensor([[0.0], [5.0]]),
+        torch.tensor([1.0, 3.0]),
+        torch.tensor([[2.0]]),
+        torch.tensor([0]),
+    )
+    assert_close(mu, torch.tensor([[1.0], [5.0]]))
+    assert_close(n, torch.tensor([2.0, 3.0]))
+
+
+def test_batched_centroid_update_equals_the_sequential_rule():
+    g = torch.Generator().manual_seed(0)
+    mu0 = torch.randn(3, 4, generator=g)
+    counts0 = torch.tensor([100.0, 5.0, 1.0])
+    z = torch.randn(20, 4, generator=g)
+    s = torch.randint(0, 3, (20,), generator=g)
+    mu_seq, counts_seq = mu0.clone(), counts0.clone()
+    for zi, k in zip(z, s.tolist()):  # the paper's per-sample update, Eq. 14
+        counts_seq[k] += 1
+        mu_seq[k] -= (mu_seq[k] - zi) / counts_seq[k]
+    mu, counts = update_centroids(mu0, counts0, z, s)
+    assert_close(mu, mu_seq)
+    assert_close(counts, counts_seq)
+
+
+def test_centroids_without_rows_do_not_move():
+    mu0 = torch.tensor([[0.0], [7.0]])
+    mu, n = update_centroids(
+        mu0, torch.tensor([1.0, 1.0]), torch.tensor([[3.0]]), torch.tensor([0])
+    )
+    assert mu[1].item() == 7.0 and n[1].item() == 1.0
+
+
+def test_counts_accumulate_over_training_and_centroids_follow_the_codes(blobs):
+    from deepcluster_cli.methods.dcn import METHOD
+    from deepcluster_cli.pipeline import fit
+
+    x, _ = blobs
+    x = (x - x.min(0)) / (x.max(0) - x.min(0))
+    settings = dict(METHOD.test_settings, count_init=1.0)
+    res = fit(x, method="dcn", n_clusters=3, layers=[("test", settings)], seed=0)
+    epochs, n = settings["epochs"], len(x)
+    # every row of every epoch was counted once, on top of the initial counts
+    assert res.model.counts.sum().item() == pytest.approx(3 * 1.0 + epochs * n)
+
+
+@pytest.mark.parametrize("bad", [{"lam": -1.0}, {"count_init": 0.0}, {"optimizer": "lbfgs"}])
+def test_invalid_settings_are_usage_errors(bad):
+    with pytest.raises(UsageError):
+        Config(**bad).validate()
+
+
+def test_train_then_assign_round_trip_through_the_cli(cli, blobs_csv, tmp_path):
+    from deepcluster_cli.methods.dcn import METHOD
+
+    model, train_labels, out = tmp_path / "m.pt", tmp_path / "t.csv", tmp_path / "a.csv"
+    sets = [a for k, v in METHOD.test_settings.items() for a in ("--set", f"{k}={_plain(v)}")]
+    r = cli(
+        "train",
+        blobs_csv,
+        "-m",
+        "dcn",
+        "-k",
+        3,
+        "-o",
+        model,
+        "--labels",
+        train_labels,
+        "--label-column",
+        "label",
+        "--scale",
+        "minmax",
+        "-q",
+        *sets,
+    )
+    assert r.exit_code == 0, r.output
+    r = cli("assign", model, blobs_csv, "--label-column", "label", "-o", out)
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(pd.read_csv(train_labels)["cluster"], pd.read_csv(out)["cluster"])
+    r = cli("generate", model, "--mode", "centroids", "-o", tmp_path / "g.csv")
+    assert r.exit_code == 0, r.output
+
+
+def _plain(v):
+    return ",".join(map(str, v)) if isinstance(v, tuple) else v

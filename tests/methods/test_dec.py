@@ -1,0 +1,144 @@
+"""DEC / IDEC: the soft assignment (Eq. 1), the target distribution (Eq. 3), the KL loss,
+the target refresh schedule, and a CLI round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from deepcluster_cli.methods import get_method
+from deepcluster_cli.methods.dec import (
+    IDEC,
+    Config,
+    TargetRefresh,
+    kl_divergence,
+    soft_assignment,
+    target_distribution,
+)
+from deepcluster_cli.methods.dec import METHOD as DEC_METHOD
+
+
+def test_soft_assignment_is_student_t_with_one_degree_of_freedom():
+    # z at distance 0 from mu_0 and 1 from mu_1: kernels 1 and 1/2 -> q = (2/3, 1/3)
+    z = torch.tensor([[0.0, 0.0]])
+    mu = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    assert_close(soft_assignment(z, mu), torch.tensor([[2 / 3, 1 / 3]]))
+
+
+def test_soft_assignment_general_alpha():
+    # alpha = 2, ||z - mu_1||^2 = 2: kernel (1 + 1)^(-3/2) = 0.35355
+    z = torch.tensor([[0.0, 0.0]])
+    mu = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    k1 = 2.0**-1.5
+    assert_close(soft_assignment(z, mu, alpha=2.0), torch.tensor([[1 / (1 + k1), k1 / (1 + k1)]]))
+
+
+def test_soft_assignment_far_points_do_not_underflow():
+    q = soft_assignment(torch.tensor([[1e6, 0.0]]), torch.tensor([[0.0, 0.0], [1e6 + 1, 0.0]]))
+    assert torch.isfinite(q).all()
+    assert q[0, 1] > 0.99
+
+
+def test_target_distribution_hand_computed():
+    # q = [[0.5, 0.5], [0.75, 0.25]]: f = (1.25, 0.75)
+    # row 0: (0.25/1.25, 0.25/0.75) = (0.2, 1/3) -> (0.375, 0.625)
+    # row 1: (0.5625/1.25, 0.0625/0.75) = (0.45, 1/12) -> (0.84375, 0.15625)
+    q = torch.tensor([[0.5, 0.5], [0.75, 0.25]])
+    expected = torch.tensor([[0.375, 0.625], [0.84375, 0.15625]])
+    assert_close(target_distribution(q), expected)
+
+
+def test_kl_divergence_is_zero_for_equal_distributions_and_hand_computed():
+    q = torch.tensor([[0.5, 0.5]])
+    assert_close(kl_divergence(q, q), torch.tensor(0.0))
+    p = torch.tensor([[1.0, 0.0]])
+    assert_close(kl_divergence(p, q), torch.tensor(np.log(2.0), dtype=torch.float32))
+
+
+def test_target_is_refreshed_every_update_interval_iterations():
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.centroids = torch.nn.Parameter(torch.zeros(2, 1))
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return torch.full((len(x), 2), 0.5)
+
+    model = Counting()
+    hook = TargetRefresh(model, torch.zeros(10, 1), interval=3)
+    for _ in range(7):  # iterations 0..6: refreshes at 0, 3, 6
+        hook(None, None)
+    assert model.calls == 3
+    assert_close(hook.p, torch.full((10, 2), 0.5))
+
+
+def test_idec_is_registered_with_the_reconstruction_term():
+    assert isinstance(get_method("idec"), IDEC)
+    assert get_method("idec").reconstruct and not get_method("dec").reconstruct
+    assert get_method("dec") is DEC_METHOD
+
+
+@pytest.mark.parametrize(
+    "bad", [{"update_interval": 0}, {"alpha": 0.0}, {"optimizer": "rmsprop"}, {"gamma": -1.0}]
+)
+def test_invalid_settings_are_usage_errors(bad):
+    from deepcluster_cli.errors import UsageError
+
+    with pytest.raises(UsageError):
+        Config(**bad).validate()
+
+
+@pytest.mark.parametrize("method", ["dec", "idec"])
+def test_train_then_assign_round_trip_through_the_cli(cli, blobs_csv, tmp_path, method):
+    model = tmp_path / "m.pt"
+    train_labels = tmp_path / "train.csv"
+    settings = get_method(method).test_settings
+    sets = [a for k, v in settings.items() for a in ("--set", f"{k}={_plain(v)}")]
+    r = cli(
+        "train",
+        blobs_csv,
+        "-m",
+        method,
+        "-k",
+        3,
+        "-o",
+        model,
+        "--labels",
+        train_labels,
+        "--label-column",
+        "label",
+        "--scale",
+        "minmax",
+        "-q",
+        *sets,
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "assigned.csv"
+    emb = tmp_path / "emb.csv"
+    r = cli(
+        "assign",
+        model,
+        blobs_csv,
+        "--label-column",
+        "label",
+        "-o",
+        out,
+        "--proba",
+        "--embedding",
+        emb,
+    )
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    a, b = pd.read_csv(train_labels), pd.read_csv(out)
+    np.testing.assert_array_equal(a["cluster"], b["cluster"])
+    np.testing.assert_allclose(b[["p0", "p1", "p2"]].sum(axis=1), 1.0, rtol=1e-4)
+    assert pd.read_csv(emb).shape[1] == settings["latent"]
+
+
+def _plain(v):
+    return ",".join(map(str, v)) if isinstance(v, tuple) else v
