@@ -1,0 +1,105 @@
+"""DGG: the per-sample mixture weights, the pairwise objective, the graph options, moons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_moons
+from torch.testing import assert_close
+
+from deepcluster_cli.errors import UsageError
+from deepcluster_cli.methods import get_method
+from deepcluster_cli.methods.dgg import contrastive_loss, graph_objective, mixture_weights
+from deepcluster_cli.metrics import cluster_accuracy
+from deepcluster_cli.pipeline import fit
+
+T = torch.tensor
+
+
+def test_mixture_weights_are_half_own_gamma_half_neighbour_average():
+    # 0.5 [1, 0] + 0.5 (0.5 [0, 1] + 0.5 [0.5, 0.5]) = [0.625, 0.375]
+    pi = mixture_weights(T([[1.0, 0.0]]), T([[[0.0, 1.0], [0.5, 0.5]]]), T([[0.5, 0.5]]))
+    assert_close(pi, T([[0.625, 0.375]]))
+
+
+def test_mixture_weights_sum_to_one_for_any_row_stochastic_graph():
+    g = torch.Generator().manual_seed(0)
+    gamma_self = torch.softmax(torch.randn(6, 4, generator=g), 1)
+    gamma_nbrs = torch.softmax(torch.randn(6, 3, 4, generator=g), 2)
+    w = torch.softmax(torch.randn(6, 3, generator=g), 1)
+    assert_close(mixture_weights(gamma_self, gamma_nbrs, w).sum(1), torch.ones(6))
+
+
+def test_graph_objective_weights_own_and_neighbour_terms_half_each():
+    # 0.5 * 2 + 0.5 * (0.25 * 4 + 0.75 * 8) = 4.5
+    assert_close(graph_objective(T([2.0]), T([[4.0, 8.0]]), T([[0.25, 0.75]])), T([4.5]))
+
+
+def test_contrastive_loss_pulls_neighbours_and_pushes_random_pairs_to_the_margin():
+    out = contrastive_loss(T([1.0, 1.0, 1.0, 5.0]), T([True, True, False, False]), 3.0)
+    assert_close(out, T([1.0, 1.0, 2.0, 0.0]))
+
+
+def test_invalid_graph_settings_are_usage_errors():
+    x = np.random.default_rng(0).random((30, 4)).astype(np.float32)
+    for bad in (
+        {"neighbors": "0"},
+        {"neighbors": "30", "candidates": "20"},
+        {"weights": "cosine"},
+        {"graph": "cosine"},
+        {"knn_backend": "annoy"},
+    ):
+        with pytest.raises(UsageError):
+            fit(x, method="dgg", n_clusters=2, layers=[("--set", bad)])
+
+
+@pytest.mark.parametrize(
+    "extra", [{"weights": "gaussian"}, {"graph": "siamese", "siamese_epochs": 2}]
+)
+def test_graph_options_train_and_find_the_blobs(blobs, extra):
+    from sklearn.metrics import adjusted_rand_score
+
+    x, y = blobs
+    x = (x - x.min(0)) / (x.max(0) - x.min(0))
+    res = fit(
+        x,
+        method="dgg",
+        n_clusters=3,
+        layers=[("test", {**get_method("dgg").test_settings, **extra})],
+    )
+    stages = {row["stage"] for row in res.history}
+    assert ("dgg-siamese" in stages) == (extra.get("graph") == "siamese")
+    assert adjusted_rand_score(y, res.labels) > 0.9
+
+
+def moons(n: int, noise: float, seed: int = 0):
+    x, y = make_moons(n, noise=noise, random_state=seed)
+    return ((x - x.mean(0)) / x.std(0)).astype(np.float32), y
+
+
+def test_moons_graph_neighbours_stay_on_their_own_moon():
+    from deepcluster_cli.nn.knn import draw_neighbors, knn_exact
+
+    x, y = moons(4000, 0.05)
+    nbrs = draw_neighbors(
+        knn_exact(torch.from_numpy(x), 100), 20, generator=torch.Generator().manual_seed(0)
+    )
+    same = (torch.from_numpy(y)[nbrs.indices] == torch.from_numpy(y)[:, None]).float().mean()
+    assert same > 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="not reached yet: measured dgg ACC 0.83-0.89 vs vade "
+    "0.84 on these moons (docs/results/vade_dgg.md); the paper's Figure 1 "
+    "shows dgg separating them",
+)
+def test_dgg_separates_the_moons_where_vade_cannot():
+    x, y = moons(4000, 0.05)
+    settings = {"arch": (64, 64), "latent": 2, "pretrain_epochs": 50, "epochs": 100}
+    vade = fit(x, method="vade", n_clusters=2, layers=[("test", settings)])
+    dgg = fit(x, method="dgg", n_clusters=2, layers=[("test", settings)])
+    assert cluster_accuracy(y, vade.labels) < 0.9
+    assert cluster_accuracy(y, dgg.labels) >= 0.95

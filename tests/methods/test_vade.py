@@ -1,0 +1,179 @@
+"""VaDE: the Gaussian-mixture ELBO terms against hand-computed values, stability, sampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from deepcluster_cli.errors import UsageError
+from deepcluster_cli.methods import get_method
+from deepcluster_cli.methods.vade import GMVAE, generate_from_mixture
+from deepcluster_cli.nn.gmm import (
+    fit_diag_gmm,
+    gmm_from_labels,
+    gmm_kl,
+    gmm_posterior,
+    log_normal_diag,
+    neg_log_likelihood,
+    with_encoder_variance,
+)
+from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, kl_standard_normal
+from deepcluster_cli.pipeline import fit
+
+T = torch.tensor
+
+
+def test_log_normal_diag_of_a_standard_normal_at_one():
+    out = log_normal_diag(T([[1.0]]), T([[0.0]]), T([[0.0]]))
+    assert_close(out, T([[-0.5 * (math.log(2 * math.pi) + 1.0)]]))
+
+
+def test_gmm_posterior_of_two_unit_components():
+    means, logvars, log_pi = T([[0.0], [2.0]]), T([[0.0], [0.0]]), torch.log(T([0.5, 0.5]))
+    gamma = gmm_posterior(T([[1.0], [0.0]]), log_pi, means, logvars)
+    e = math.exp(-2.0)  # N(0|2,1) / N(0|0,1)
+    assert_close(gamma, T([[0.5, 0.5], [1 / (1 + e), e / (1 + e)]]))
+
+
+def test_gmm_kl_hand_computed_two_components():
+    # c1: 0 + 2/1 + 1/1 = 3; c2: log 4 + 2/4 + 1/4; 0.5 * (0.5 * 3 + 0.5 * c2)
+    # - sum gamma log(pi/gamma) = 0.143841; - 0.5 (1 + log 2)
+    kl = gmm_kl(
+        T([[1.0]]),
+        torch.log(T([[2.0]])),
+        T([[0.5, 0.5]]),
+        torch.log(T([0.25, 0.75])),
+        T([[0.0], [2.0]]),
+        torch.log(T([[1.0], [4.0]])),
+    )
+    c2 = math.log(4) + 0.75
+    expected = (
+        0.5 * (1.5 + 0.5 * c2) + 0.5 * math.log(2) - 0.5 * math.log(1.5) - 0.5 * (1 + math.log(2))
+    )
+    assert_close(kl, T([expected]))
+    assert_close(kl, T([0.5813406]))
+
+
+def test_gmm_kl_with_one_component_is_the_gaussian_kl():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    kl = gmm_kl(mu, logvar, torch.ones(5, 1), torch.zeros(1), torch.zeros(1, 3), torch.zeros(1, 3))
+    assert_close(kl, kl_standard_normal(mu, logvar))
+
+
+def test_gmm_kl_accepts_per_sample_mixture_weights():
+    mu, logvar = torch.zeros(2, 1), torch.zeros(2, 1)
+    gamma = T([[0.5, 0.5], [0.5, 0.5]])
+    means, logvars = torch.zeros(2, 1), torch.zeros(2, 1)
+    per_row = gmm_kl(mu, logvar, gamma, torch.log(T([[0.5, 0.5], [0.25, 0.75]])), means, logvars)
+    shared = gmm_kl(mu, logvar, gamma, torch.log(T([0.25, 0.75])), means, logvars)
+    assert_close(per_row[1], shared[1])
+    assert per_row[0] < per_row[1]  # gamma == pi: no KL between them
+
+
+def test_negative_log_likelihoods_hand_computed():
+    bern = neg_log_likelihood(T([[0.0, 0.0]]), T([[1.0, 0.0]]), "bernoulli")
+    assert_close(bern, T([2 * math.log(2)]))
+    gauss = neg_log_likelihood(T([[1.0, 2.0]]), T([[0.0, 0.0]]), "gaussian", lam=2.0)
+    assert_close(gauss, T([1.25]))
+
+
+def test_log_densities_stay_finite_far_from_every_component():
+    means, logvars = T([[0.0], [1.0]]), T([[-12.0], [8.0]])
+    z = T([[1e4], [-1e4]])
+    gamma = gmm_posterior(z, torch.log(T([0.5, 0.5])), means, logvars)
+    assert torch.isfinite(gamma).all()
+    assert_close(gamma.sum(1), torch.ones(2))
+    kl = gmm_kl(z, T([[20.0], [-30.0]]), gamma, torch.log(T([0.5, 0.5])), means, logvars)
+    assert torch.isfinite(kl).all()
+
+
+def test_gmm_from_labels_uses_unbiased_within_cluster_variances():
+    z = T([[0.0], [2.0], [10.0], [14.0]])
+    pi, means, logvars = gmm_from_labels(z, T([0, 0, 1, 1]), 2)
+    assert_close(pi, T([0.5, 0.5]))
+    assert_close(means, T([[1.0], [12.0]]))
+    assert_close(logvars.exp(), T([[2.0], [8.0]]))
+
+
+def test_fit_diag_gmm_finds_two_separated_groups():
+    z = torch.cat([torch.randn(50, 2) * 0.1, torch.randn(50, 2) * 0.1 + 5])
+    pi, means, logvars, resp = fit_diag_gmm(z, 2, seed=0)
+    assert sorted(means[:, 0].round().tolist()) == [0.0, 5.0]
+    assert resp.shape == (100, 2) and (logvars.exp() < 0.1).all()
+
+
+def test_encoder_variance_is_added_to_the_component_variance():
+    out = with_encoder_variance(
+        torch.log(T([[1.0]])), T([[1.0], [1.0]]), torch.log(T([[2.0], [4.0]]))
+    )
+    assert_close(out.exp(), T([[4.0]]))  # 1 + mean(2, 4)
+
+
+def small_model(k=3, d=2, n_features=5) -> GMVAE:
+    torch.manual_seed(0)
+    ae = Autoencoder(
+        AEConfig(n_features=n_features, arch=(8,), latent=d, variational=True, loss="bce")
+    )
+    model = GMVAE(ae, k, likelihood="bernoulli", lam=1.0, classifier=False)
+    with torch.no_grad():
+        model.means.copy_(torch.arange(k * d, dtype=torch.float32).view(k, d))
+    return model
+
+
+def test_model_terms_compose_the_elbo_at_the_mean():
+    model = small_model()
+    x = torch.rand(4, 5)
+    nll, kl = model.terms(x, x, gamma_at="mean", sample=False)
+    mu, logvar = model.ae.encode_stats(x)
+    log_pi, means, logvars = model.mixture()
+    gamma = gmm_posterior(mu, log_pi, means, logvars)
+    assert_close(kl, gmm_kl(mu, logvar, gamma, log_pi, means, logvars))
+    assert_close(nll, neg_log_likelihood(model.ae.decode(mu), x, "bernoulli"))
+
+
+def test_sampling_shapes_from_one_component_and_from_the_mixture():
+    model = small_model()
+    one = generate_from_mixture(model, mode="sample", n=7, cluster=1, name="vade")
+    assert one.x.shape == (7, 5) and one.clusters.tolist() == [1] * 7
+    assert ((one.x >= 0) & (one.x <= 1)).all()  # Bernoulli means
+    mix = generate_from_mixture(model, mode="sample", n=50, cluster=None, name="vade")
+    assert mix.x.shape == (50, 5) and set(mix.clusters.tolist()) <= {0, 1, 2}
+    cent = generate_from_mixture(model, mode="centroids", n=1, cluster=None, name="vade")
+    assert cent.x.shape == (3, 5) and cent.clusters.tolist() == [0, 1, 2]
+    assert_close(cent.x, model.ae.reconstruct(model.means))
+    with pytest.raises(UsageError, match="sample or centroids"):
+        generate_from_mixture(model, mode="interpolate", n=2, cluster=None, name="vade")
+
+
+def test_invalid_settings_are_usage_errors():
+    x = np.random.default_rng(0).random((30, 4)).astype(np.float32)
+    for bad in ({"likelihood": "poisson"}, {"gamma_at": "mode"}, {"lam": "0"}, {"pretrain": "dae"}):
+        with pytest.raises(UsageError):
+            fit(x, method="vade", n_clusters=2, layers=[("--set", bad)])
+
+
+def test_bernoulli_likelihood_refuses_data_outside_unit_interval():
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    with pytest.raises(UsageError, match="likelihood=bernoulli"):
+        fit(
+            x,
+            method="vade",
+            n_clusters=2,
+            layers=[("--set", {**get_method("vade").test_settings, "likelihood": "bernoulli"})],
+        )
+
+
+def test_classifier_option_and_gaussian_likelihood_train_and_assign(blobs):
+    x, y = blobs
+    x = (x - x.mean(0)) / x.std(0)
+    settings = {**get_method("vade").test_settings, "classifier": "true"}
+    res = fit(x, method="vade", n_clusters=3, layers=[("test", settings)])
+    assert res.model.classifier is not None and res.model.likelihood == "gaussian"
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(y, res.labels) > 0.9
