@@ -48,6 +48,30 @@ def evaluate(
         Optional[str],
         typer.Option("--output", "-o", help="Write the report here instead of stdout."),
     ] = None,
+    report_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--report",
+            help="Also write a document (.html or .md): scores, sizes, confusion matrix, "
+            "embedding map, training curves (pictures need the plots extra).",
+        ),
+    ] = None,
+    embedding: Annotated[
+        Optional[str],
+        typer.Option(
+            "--embedding",
+            help="Embedding rows (from assign --embedding) for the report's 2-D map "
+            "[default: the --data features].",
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            help="The model checkpoint: training curves and model facts in the report; with "
+            "--data, also the model's own criterion.",
+        ),
+    ] = None,
 ) -> None:
     """Score cluster labels: ACC (Hungarian), NMI, ARI, purity, sizes; internal scores with --data."""
     from pathlib import Path
@@ -57,15 +81,37 @@ def evaluate(
     from deepcluster_cli.errors import DataError, UsageError
     from deepcluster_cli.io import atomic_path, read_labels, read_table
     from deepcluster_cli.metrics import cluster_sizes, external_scores, internal_scores
-    from deepcluster_cli.report import FORMATS, render
+    from deepcluster_cli.plots import (
+        MISSING,
+        embedding_map,
+        have_matplotlib,
+        training_curves,
+    )
+    from deepcluster_cli.report import (
+        FORMATS,
+        Picture,
+        confusion,
+        document_format,
+        render,
+        render_document,
+    )
 
     if out_format not in FORMATS:
         raise UsageError(f"--format {out_format!r}: choose one of {', '.join(FORMATS)}")
-    if truth is None and data is None:
+    if truth is None and data is None and report_file is None:
         raise UsageError("nothing to score: give --truth FILE (and --label-column) or --data FILE")
+    doc_format = None
+    if report_file is not None:
+        doc_format = document_format(report_file)
+        if doc_format is None:
+            raise UsageError(f"--report {report_file}: give a file name ending in .html or .md")
+        if doc_format == "html" and not have_matplotlib():
+            raise UsageError(f"--report {report_file}: {MISSING}")
+        check_output(report_file)
     check_output(output)
     pred = read_labels(labels, column=cluster_column)
     scores: dict = {}
+    y = None
     if truth is not None:
         y = read_labels(truth, column=label_column)
         if len(y) != len(pred):
@@ -73,6 +119,7 @@ def evaluate(
                 f"{labels} has {len(pred)} rows but {truth} has {len(y)}; they must align row by row"
             )
         scores.update(external_scores(y, pred))
+    table = None
     if data is not None:
         # when --data is also the --truth file, its label column is not a feature
         table = read_table(
@@ -84,6 +131,13 @@ def evaluate(
         if len(table.features) != len(pred):
             raise DataError(f"{labels} has {len(pred)} rows but {data} has {len(table.features)}")
         scores.update(internal_scores(table.features, pred))
+    ckpt = None
+    if model is not None:
+        from deepcluster_cli.engine.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(model)
+    if ckpt is not None and table is not None and ckpt.kind == "model":
+        scores.update(model_criterion(model, table))
     report = {
         "n": int(len(pred)),
         "scores": scores,
@@ -96,3 +150,71 @@ def evaluate(
     else:
         with atomic_path(output) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
+    if report_file is None:
+        return
+    z = None
+    if embedding is not None:
+        z = read_table(embedding).features
+        if len(z) != len(pred):
+            raise DataError(f"{labels} has {len(pred)} rows but {embedding} has {len(z)}")
+    elif table is not None:
+        z = table.features
+    doc = dict(report)
+    if y is not None:
+        doc["confusion"] = confusion(y, pred)
+    if ckpt is not None:
+        doc["model"] = model_facts(ckpt)
+    doc["sources"] = {
+        k: v
+        for k, v in dict(
+            labels=labels, truth=truth, data=data, embedding=embedding, model=model
+        ).items()
+        if v is not None
+    }
+    pictures, notes = [], []
+    if have_matplotlib():
+        if z is not None:
+            source = "embedding" if embedding is not None else "features"
+            title = f"2-D map of the {source} (PCA), coloured by cluster"
+            pictures.append(Picture(title, embedding_map(z, pred, title=title)))
+        curves = training_curves(ckpt.history) if ckpt is not None else None
+        if curves is not None:
+            pictures.append(Picture("Training curves", curves))
+    else:
+        notes.append(f"No pictures: {MISSING}")
+        typer.echo(f"deepcluster: warning: the report has no pictures; {MISSING}", err=True)
+    text = render_document(doc, doc_format, pictures=pictures, notes=notes)
+    with atomic_path(report_file) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def model_facts(ckpt) -> dict:
+    """What the report says about the checkpoint."""
+    history = ckpt.history or []
+    return {
+        "method": ckpt.method,
+        "kind": ckpt.kind,
+        "n_clusters": ckpt.extra.get("n_clusters"),
+        "preset": ckpt.extra.get("preset"),
+        "seed": ckpt.extra.get("seed"),
+        "epochs trained": len(history),
+        "training seconds": round(sum(r.get("seconds", 0.0) for r in history), 2),
+    }
+
+
+def model_criterion(path: str, table) -> dict[str, float]:
+    """The model's own selection criterion on the --data rows (lower is better)."""
+    import torch
+
+    from deepcluster_cli.io import check_schema
+    from deepcluster_cli.pipeline import load_model
+
+    loaded = load_model(path)
+    schema = loaded.checkpoint.schema
+    check_schema(table, feature_names=schema.get("feature_names"), n_features=schema["n_features"])
+    name = (loaded.checkpoint.extra.get("selection") or {}).get("criterion")
+    name = name or loaded.method.selection[0]
+    x = torch.as_tensor(loaded.scaler.transform(table.features))
+    with torch.no_grad():
+        value = loaded.method.criterion(loaded.model, x, name)
+    return {f"model_{name}": float(value)}

@@ -36,6 +36,18 @@ def generate(
     between: Annotated[
         Optional[str], typer.Option("--between", help="Two clusters A,B for --mode interpolate.")
     ] = None,
+    grid: Annotated[
+        Optional[str],
+        typer.Option(
+            "--grid",
+            help="Also draw the generated rows as an image grid (PNG; needs --image-shape and "
+            "the plots extra).",
+        ),
+    ] = None,
+    image_shape: Annotated[
+        Optional[str],
+        typer.Option("--image-shape", help="Shape of one row as an image: HxW, or HxWxC (C=3,4)."),
+    ] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -45,6 +57,20 @@ def generate(
     from deepcluster_cli.pipeline import load_model
 
     check_output(output)
+    shape = None
+    if grid is not None:
+        from deepcluster_cli.plots import MISSING, have_matplotlib, parse_image_shape
+
+        if image_shape is None:
+            raise UsageError("--grid needs --image-shape HxW (e.g. 28x28 for MNIST)")
+        shape = parse_image_shape(image_shape)
+        if not grid.lower().endswith(".png"):
+            raise UsageError(f"--grid {grid}: give a file name ending in .png")
+        if not have_matplotlib():
+            raise UsageError(f"--grid: {MISSING}")
+        check_output(grid)
+    elif image_shape is not None:
+        raise UsageError("--image-shape is used with --grid FILE.png")
     dev = setup_torch(seed or 0, device or "auto", None)
     loaded = load_model(model, device=dev)
     modes = loaded.method.generate_modes
@@ -68,4 +94,17 @@ def generate(
     out = loaded.method.generate(loaded.model, mode=mode, n=n, cluster=cluster, between=pair)
     x = loaded.scaler.inverse_transform(out.x.detach().cpu().numpy())
     names = loaded.checkpoint.schema.get("feature_names")
-    write_table(output, x, columns=names, extra={"cluster": out.clusters.cpu().numpy()})
+    clusters = out.clusters.cpu().numpy()
+    png = None
+    if grid is not None:
+        from deepcluster_cli.plots import image_grid
+
+        png = image_grid(x, shape, clusters=clusters)  # checks the shape before any write
+    write_table(output, x, columns=names, extra={"cluster": clusters})
+    if png is not None:
+        from pathlib import Path
+
+        from deepcluster_cli.io import atomic_path
+
+        with atomic_path(grid) as tmp:
+            Path(tmp).write_bytes(png)

@@ -1,0 +1,190 @@
+"""What shell users and batch jobs rely on: the cli/ Makefile example end to end, the pipe
+recipes, JSON logs, TOML configs, shell completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = ROOT / "cli"
+COLS = ["--id-column", "image_id", "--label-column", "label"]
+TINY_AEKM = [
+    "--set",
+    "arch=16",
+    "--set",
+    "latent=2",
+    "--set",
+    "pretrain_epochs=2",
+    "--threads",
+    "1",
+]
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+
+def _env() -> dict[str, str]:
+    # the launcher and the recipes run this interpreter, whatever .venv holds
+    return {**os.environ, "DEEPCLUSTER_PYTHON": sys.executable, "PYTHON": sys.executable}
+
+
+def _make(out: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        "make",
+        "-f",
+        str(CLI / "Makefile.example"),
+        f"OUT={out}",
+        f"DEEPCLUSTER={CLI / 'deepcluster'}",
+        f"PYTHON={sys.executable}",
+        "EPOCHS=2",
+        "ARCH=32",
+        "LATENT=4",
+        "RUN_OPTS=--seed 0 --threads 1",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+
+
+@pytest.fixture(scope="module")
+def batch_job(tmp_path_factory):
+    """One run of cli/Makefile.example: digits.csv -> ae.pt -> model.pt -> labels.csv ->
+    report.json, with tiny settings."""
+    if shutil.which("make") is None:
+        pytest.skip("needs GNU make")
+    out = tmp_path_factory.mktemp("job") / "out"
+    r = _make(out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+@needs_make
+def test_makefile_example_builds_every_file_of_the_job(batch_job):
+    for name in ("digits.csv", "ae.pt", "model.pt", "labels.csv", "embedding.csv"):
+        assert (batch_job / name).stat().st_size > 0, name
+    labels = pd.read_csv(batch_job / "labels.csv")
+    assert list(labels.columns) == ["id", "cluster"] and len(labels) == 1797
+    assert labels["id"].iloc[0] == "img0000"
+    assert set(labels["cluster"]) <= set(range(10))
+    report = json.loads((batch_job / "report.json").read_text())
+    assert set(report["scores"]) == {"acc", "nmi", "ari", "purity"}
+    assert report["n"] == 1797 and sum(report["sizes"].values()) == 1797
+
+
+@needs_make
+def test_makefile_example_reruns_only_what_changed(batch_job):
+    # nothing changed: no deepcluster command runs (the settings stamps are checked silently)
+    again = _make(batch_job)
+    assert again.returncode == 0, again.stderr
+    assert "deepcluster" not in again.stdout
+    # a new K retrains from the kept autoencoder; a dry run says exactly that
+    plan = _make(batch_job, "K=5", "-n").stdout
+    assert "deepcluster pretrain" not in plan
+    assert "deepcluster train" in plan and "-k 5" in plan
+    assert "deepcluster assign" in plan and "deepcluster evaluate" in plan
+    # new pretraining settings redo the whole chain after the data
+    plan = _make(batch_job, "K=5", "LATENT=3", "-n").stdout
+    assert "deepcluster pretrain" in plan and "digits_csv.py" not in plan
+
+
+@needs_make
+def test_pipe_recipes_count_join_and_crosstab(batch_job):
+    r = subprocess.run(
+        ["bash", str(CLI / "recipes.sh"), batch_job / "labels.csv", batch_job / "digits.csv"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    sections = {}
+    for block in r.stdout.split("## ")[1:]:
+        title, _, body = block.partition("\n")
+        sections[title.split(":")[0]] = body.strip().splitlines()
+    labels = pd.read_csv(batch_job / "labels.csv")
+    counts = {int(c): int(n) for n, c in (line.split() for line in sections["cluster sizes"])}
+    assert counts == labels["cluster"].value_counts().to_dict()
+    joined = sections["labels joined to the input rows on id"]
+    assert joined[0].split(",")[:2] == ["img0000", str(labels["cluster"].iloc[0])]
+    assert len(joined) == 5
+    table = sections["clusters against classes"]
+    assert table[0].split()[0] == "class" and len(table) == 2 + labels["cluster"].nunique()
+
+
+def test_launcher_runs_the_package(tmp_path):
+    r = subprocess.run(
+        [str(CLI / "deepcluster"), "--version"], capture_output=True, text=True, env=_env()
+    )
+    assert r.returncode == 0 and r.stdout.startswith("deepcluster "), r.stderr
+
+
+def test_train_log_format_json_is_one_object_per_line_on_stderr(cli, digits_csv, tmp_path):
+    r = cli(
+        "train", digits_csv, *COLS, "-m", "aekm", "-k", 4, *TINY_AEKM,
+        "--log-format", "json", "-o", tmp_path / "m.pt",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""
+    records = [json.loads(line) for line in r.stderr.splitlines()]
+    epochs = [rec for rec in records if rec["event"] == "epoch"]
+    assert [rec["epoch"] for rec in epochs] == [1, 2]
+    for rec in epochs:
+        assert rec["stage"] == "pretrain" and rec["epochs"] == 2
+        assert isinstance(rec["loss"], float) and rec["seconds"] >= 0
+    assert any(rec["event"] == "info" and "wrote" in rec["message"] for rec in records)
+
+
+def test_toml_config_applies_command_line_wins_and_checkpoint_records_it(cli, blobs_csv, tmp_path):
+    from deepcluster_cli.engine.checkpoint import load_checkpoint
+
+    config = tmp_path / "cm.toml"
+    config.write_text(
+        'preset = "mnist"\n'  # alpha 177, batch_size 111
+        "alpha = 5.0\n"  # the file wins over the preset
+        "epochs = 2\n"
+        "lr = 0.01\n"  # --set wins over the file
+        "batch_size = 40\n"  # --batch-size wins over the file
+        "seed = 3\n"
+        "init = 'kmeans++'\n"
+    )
+    model = tmp_path / "m.pt"
+    r = cli(
+        "train", blobs_csv, "--label-column", "label", "-m", "cm", "-k", 3,
+        "--config", config, "--set", "lr=0.002", "--batch-size", 64, "-o", model, "--quiet",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    info = cli("info", model, "--format", "json")
+    assert info.exit_code == 0, info.stderr
+    meta = json.loads(info.stdout)
+    assert meta["preset"] == "mnist"
+    cfg = meta["config"]
+    assert (cfg["alpha"], cfg["epochs"], cfg["init"]) == (5.0, 2, "kmeans++")
+    assert (cfg["lr"], cfg["batch_size"]) == (0.002, 64)
+    assert load_checkpoint(str(model)).extra["seed"] == 3
+    # an unknown key in the file is a usage error naming the file
+    config.write_text("alpah = 1.0\n")
+    r = cli("train", blobs_csv, "-m", "cm", "-k", 3, "--config", config, "-o", model)
+    assert r.exit_code == 2 and "unknown setting 'alpah'" in r.stderr
+
+
+def test_show_completion_prints_a_bash_script_that_completes_commands():
+    env = {**_env(), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1", "SHELL": "/bin/bash"}
+    cmd = [sys.executable, "-m", "deepcluster_cli"]
+    r = subprocess.run([*cmd, "--show-completion", "bash"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "complete -o default -F _deepcluster_completion deepcluster" in r.stdout
+    # what the installed script asks the program when the user presses TAB after `deepcluster tr`
+    ask = {**env, "_DEEPCLUSTER_COMPLETE": "complete_bash", "COMP_CWORD": "1"}
+    r = subprocess.run(
+        [str(CLI / "deepcluster")],
+        capture_output=True,
+        text=True,
+        env={**ask, "COMP_WORDS": "deepcluster tr"},
+    )
+    assert r.stdout.split() == ["train"], r.stderr
