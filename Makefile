@@ -43,5 +43,15 @@ format: install
 	$(BIN)/ruff format deepcluster_cli tests cli
 	$(BIN)/ruff check --fix deepcluster_cli tests cli
 
+# Speed and memory figures -> docs/benchmarks.md (tests/bench/run.py, about 20 minutes on
+# 2 cores); not part of `make test`. BENCH_THREADS=N (default: all cores); BENCH_QUICK=1:
+# small sizes, to debug the scripts. ClustPy, the peer it compares with, is optional: its
+# install is tried here (torch pinned on the same line, or pip pulls the CUDA build); without
+# it the page shows ClustPy's reference figures, marked as not measured in the run.
+bench: install
+	-$(BIN)/python -m pip install -q --disable-pip-version-check "torchvision==0.28.0" -e '.[bench]' $(TORCH)
+	$(BIN)/python tests/bench/run.py $(if $(BENCH_THREADS),--threads $(BENCH_THREADS)) \
+		$(if $(filter-out 0,$(BENCH_QUICK)),--quick)
+
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
