@@ -28,6 +28,8 @@ from deepcluster_cli.options import (
     ThreadsOpt,
 )
 
+CHUNK_BYTES = 16 * 2**20
+
 
 @handle_errors
 def assign(
@@ -50,8 +52,12 @@ def assign(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per model call.")] = 4096,
     chunk_rows: Annotated[
-        int, typer.Option("--chunk-rows", help="Rows read from the file at a time.")
-    ] = 65536,
+        Optional[int],
+        typer.Option(
+            "--chunk-rows",
+            help="Rows read from the file at a time [default: about 16 MiB of features].",
+        ),
+    ] = None,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
     label_column: LabelColOpt = None,
@@ -66,7 +72,7 @@ def assign(
     from deepcluster_cli.io import LabelWriter, check_schema, iter_table, write_table
     from deepcluster_cli.pipeline import load_model, predict
 
-    if batch_size < 1 or chunk_rows < 1:
+    if batch_size < 1 or (chunk_rows is not None and chunk_rows < 1):
         raise UsageError("--batch-size and --chunk-rows must be at least 1")
     check_output(output)
     check_output(embedding)
@@ -74,6 +80,9 @@ def assign(
     loaded = load_model(model, device=dev)
     schema = loaded.checkpoint.schema
     k = loaded.n_clusters
+    if chunk_rows is None:
+        # memory is bounded by the chunk, so size it in bytes, not rows (784 floats: 5,350 rows)
+        chunk_rows = max(1024, CHUNK_BYTES // (4 * max(1, schema["n_features"])))
     embeddings = []
     start = 0
     chunks = iter_table(

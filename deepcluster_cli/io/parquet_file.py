@@ -130,7 +130,10 @@ def iter_parquet(
             if plan.id is not None:
                 _check_no_nulls(source, batch.column(plan.id), plan.id, "id", row0)
                 ids = _values(batch.column(plan.id))
+            del batch
             yield Table(features, list(plan.features), ids, labels, source)
+            # pyarrow's allocator keeps freed buffers; hand them back so streaming stays bounded
+            pa.default_memory_pool().release_unused()
             row0 += n
         if row0 == 0:
             raise DataError(f"{source}: no data rows")

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import kmeans_plusplus
 from torch import Tensor, nn
 
 from deepcluster_cli.engine.trainer import Stage, batched_apply
@@ -257,6 +256,8 @@ def initial_centroids(z: Tensor, k: int, init: str, *, seed: int, n_init: int) -
         c, _ = kmeans_centroids(z, k, seed=seed, n_init=n_init)
         return c
     if init == "kmeans++":
+        from sklearn.cluster import kmeans_plusplus  # lazily: assign never pays for scikit-learn
+
         c, _ = kmeans_plusplus(z.detach().cpu().double().numpy(), k, random_state=seed)
         return torch.as_tensor(c, dtype=z.dtype, device=z.device)
     g = torch.Generator().manual_seed(seed)

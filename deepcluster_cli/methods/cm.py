@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from sklearn.cluster import KMeans
 from torch import Tensor, nn
 
 from deepcluster_cli.engine.trainer import Stage, batched_apply
@@ -154,6 +153,8 @@ class ClusteringModule(nn.Module):
 
 def kmeanspp_one_step(z: Tensor, k: int, *, seed: int) -> Tensor:
     """The authors' k-means++ start: the seeding plus one Lloyd step (``max_iter=1``)."""
+    from sklearn.cluster import KMeans  # lazily: assign never pays for scikit-learn
+
     km = KMeans(k, init="k-means++", n_init=1, max_iter=1, random_state=seed)
     km.fit(z.detach().cpu().double().numpy())
     return torch.as_tensor(km.cluster_centers_, dtype=z.dtype, device=z.device)

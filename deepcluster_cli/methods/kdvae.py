@@ -28,7 +28,6 @@ from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
 from torch import Tensor, nn
 
 from deepcluster_cli.config import build_config
@@ -257,6 +256,8 @@ def split_tiny_clusters(z: Tensor, labels: Tensor, k: int, *, min_size: int, see
         rows = (labels == largest).nonzero().squeeze(1)
         if len(rows) < 2:
             break
+        from sklearn.cluster import KMeans  # lazily: assign never pays for scikit-learn
+
         halves = KMeans(2, n_init=3, random_state=seed).fit_predict(
             z[rows].detach().cpu().double().numpy()
         )

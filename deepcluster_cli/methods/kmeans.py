@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from sklearn.cluster import KMeans
 from torch import Tensor, nn
 
 from deepcluster_cli.errors import UsageError
@@ -37,6 +36,8 @@ class CentroidModel(nn.Module):
 
 def kmeans_centroids(z: Tensor, k: int, *, seed: int, n_init: int = 10, max_iter: int = 300):
     """scikit-learn k-means++ (best of ``n_init``) on ``z``; returns (centroids, inertia)."""
+    from sklearn.cluster import KMeans  # lazily: assign never pays for scikit-learn
+
     km = KMeans(k, n_init=n_init, max_iter=max_iter, random_state=seed)
     km.fit(z.detach().cpu().double().numpy())
     return torch.as_tensor(km.cluster_centers_, dtype=z.dtype, device=z.device), km.inertia_

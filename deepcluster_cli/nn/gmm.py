@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -66,6 +65,8 @@ def neg_log_likelihood(x_out: Tensor, x: Tensor, likelihood: str, lam: float = 1
 def fit_diag_gmm(z: Tensor, k: int, *, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Diagonal Gaussian mixture fitted to codes (VaDE's initialisation):
     (pi (k,), means (k, d), logvars (k, d), memberships (n, k))."""
+    from sklearn.mixture import GaussianMixture  # lazily: assign never pays for scikit-learn
+
     gm = GaussianMixture(k, covariance_type="diag", random_state=seed, reg_covar=1e-6)
     zn = z.detach().cpu().double().numpy()
     gm.fit(zn)
