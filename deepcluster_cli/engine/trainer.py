@@ -159,8 +159,10 @@ class Trainer:
             if averager is not None:
                 averager.update()
             for k, v in parts.items():
-                v = v.detach()
-                sums[k] = sums[k] + v if k in sums else v.clone()
+                if k in sums:
+                    sums[k].add_(v.detach())
+                else:
+                    sums[k] = v.detach().clone()
             steps += 1
             if self.stop_signal is not None:
                 return None
@@ -193,10 +195,15 @@ class Trainer:
             self.resume = None  # everything after this point trains normally
         rows: list[dict] = []
         total = stage.epochs + (1 if stage.average is not None else 0)
+        # the last good parameters, to restore if the loss turns NaN: one buffer per run,
+        # refreshed in place each epoch (no allocation in the loop)
+        good = {k: v.detach().clone() for k, v in model.state_dict().items()}
         with self.progress.stage(stage.name, total) as bar:
             for epoch in range(first_epoch, total):
                 averaging = stage.average is not None and epoch == stage.epochs
-                good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if epoch > first_epoch:
+                    state = model.state_dict()
+                    torch._foreach_copy_(list(good.values()), [state[k] for k in good])
                 if (
                     stage.lr_decay_every
                     and epoch
