@@ -17,13 +17,8 @@ from deepcluster_cli.errors import UsageError
 from deepcluster_cli.methods.base import (
     AEFields,
     FitContext,
-    Generated,
-    Method,
-    Prediction,
+    LatentCentroidMethod,
     ae_config_from_dict,
-    decode_centroids,
-    interpolate_centroids,
-    nearest_centroid,
 )
 from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.mlp import Autoencoder
@@ -46,7 +41,7 @@ class AEKMModel(nn.Module):
         self.register_buffer("centroids", torch.zeros(n_clusters, ae.cfg.latent))  # (k, d)
 
 
-class AEKM(Method):
+class AEKM(LatentCentroidMethod):
     name = "aekm"
     Config = Config
     generate_modes = ("centroids", "interpolate")
@@ -63,22 +58,6 @@ class AEKM(Method):
 
     def build(self, spec: dict) -> nn.Module:
         return AEKMModel(Autoencoder(ae_config_from_dict(spec["autoencoder"])), spec["n_clusters"])
-
-    def predict(self, model: nn.Module, x: Tensor) -> Prediction:
-        return nearest_centroid(model.ae.encode(x), model.centroids)
-
-    def criterion(self, model: nn.Module, x: Tensor, name: str) -> float:
-        if name != "loss":
-            return super().criterion(model, x, name)
-        z = batched_apply(model.ae.encode, x)
-        return float(torch.cdist(z, model.centroids).pow(2).min(1).values.sum())
-
-    def generate(self, model, *, mode, n, cluster, between) -> Generated:
-        if mode == "centroids":
-            return decode_centroids(model.ae, model.centroids)
-        if mode == "interpolate":
-            return interpolate_centroids(model.ae, model.centroids, between, n)
-        raise UsageError(f"aekm can generate --mode centroids or interpolate, not {mode!r}")
 
 
 METHOD = AEKM()

@@ -224,3 +224,37 @@ def interpolate_centroids(
     with torch.no_grad():
         x = ae.reconstruct(z)
     return Generated(x=x, clusters=torch.where(t[:, 0] < 0.5, a, b))
+
+
+def generate_decoded(
+    name: str, ae, centroids: Tensor, *, mode: str, n: int, between: tuple[int, int] | None
+) -> Generated:
+    """``centroids`` and ``interpolate`` for a method whose centroids live in ``ae``'s code
+    space (aekm, ckm, cnet, dec, idec, dcn)."""
+    centroids = centroids.detach()
+    if mode == "centroids":
+        return decode_centroids(ae, centroids)
+    if mode == "interpolate":
+        return interpolate_centroids(ae, centroids, between, n)
+    raise UsageError(f"{name} can generate --mode centroids or interpolate, not {mode!r}")
+
+
+class LatentCentroidMethod(Method):
+    """Assignment, selection and generation of a model with an autoencoder ``ae`` and k
+    ``centroids`` in its code space, assigned to the nearest one (aekm, dcn)."""
+
+    generate_modes = ("centroids", "interpolate")
+
+    def predict(self, model: nn.Module, x: Tensor) -> Prediction:
+        return nearest_centroid(model.ae.encode(x), model.centroids)
+
+    def criterion(self, model: nn.Module, x: Tensor, name: str) -> float:
+        if name != "loss":
+            return super().criterion(model, x, name)
+        z = batched_apply(model.ae.encode, x)  # k-means inertia of the codes
+        return float(torch.cdist(z, model.centroids).pow(2).min(1).values.sum())
+
+    def generate(self, model, *, mode, n, cluster, between) -> Generated:
+        return generate_decoded(
+            self.name, model.ae, model.centroids, mode=mode, n=n, between=between
+        )

@@ -35,8 +35,7 @@ from deepcluster_cli.methods.base import (
     Method,
     Prediction,
     ae_config_from_dict,
-    decode_centroids,
-    interpolate_centroids,
+    generate_decoded,
 )
 from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.mlp import Autoencoder, reconstruction_loss
@@ -234,12 +233,8 @@ class CKM(Method):
         return float(rec + model.lam * inertia)
 
     def generate(self, model, *, mode, n, cluster, between) -> Generated:
-        if mode not in self.generate_modes:
-            raise UsageError(f"ckm can generate --mode centroids or interpolate, not {mode!r}")
         ae = model.ae if model.ae is not None else _Identity()
-        if mode == "centroids":
-            return decode_centroids(ae, model.centroids.detach())
-        return interpolate_centroids(ae, model.centroids.detach(), between, n)
+        return generate_decoded(self.name, ae, model.centroids, mode=mode, n=n, between=between)
 
 
 class _Identity:

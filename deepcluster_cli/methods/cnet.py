@@ -34,8 +34,7 @@ from deepcluster_cli.methods.base import (
     Method,
     Prediction,
     ae_config_from_dict,
-    decode_centroids,
-    interpolate_centroids,
+    generate_decoded,
 )
 from deepcluster_cli.methods.cm import (
     ClusteringModule,
@@ -250,12 +249,8 @@ class CNet(Method):
         return float(parts["loss"])
 
     def generate(self, model, *, mode, n, cluster, between) -> Generated:
-        mu = model.cm.centroids().detach()
-        if mode == "centroids":
-            return decode_centroids(model.ae, mu)
-        if mode == "interpolate":
-            return interpolate_centroids(model.ae, mu, between, n)
-        raise UsageError(f"cnet can generate --mode centroids or interpolate, not {mode!r}")
+        mu = model.cm.centroids()
+        return generate_decoded(self.name, model.ae, mu, mode=mode, n=n, between=between)
 
 
 METHOD = CNet()

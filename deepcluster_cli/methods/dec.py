@@ -34,8 +34,7 @@ from deepcluster_cli.methods.base import (
     Method,
     Prediction,
     ae_config_from_dict,
-    decode_centroids,
-    interpolate_centroids,
+    generate_decoded,
 )
 from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.mlp import Autoencoder, reconstruction_loss
@@ -208,12 +207,9 @@ class DEC(Method):
         return float(kl_divergence(target_distribution(q), q))
 
     def generate(self, model, *, mode, n, cluster, between) -> Generated:
-        centroids = model.centroids.detach()
-        if mode == "centroids":
-            return decode_centroids(model.ae, centroids)
-        if mode == "interpolate":
-            return interpolate_centroids(model.ae, centroids, between, n)
-        raise UsageError(f"{self.name} can generate --mode centroids or interpolate, not {mode!r}")
+        return generate_decoded(
+            self.name, model.ae, model.centroids, mode=mode, n=n, between=between
+        )
 
 
 class IDEC(DEC):

@@ -24,6 +24,7 @@ pairs module, the initialisation and the training skeleton defined here.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 
 import torch
@@ -287,22 +288,24 @@ def initial_assignment(x: Tensor, cfg: PairFields, ctx: FitContext) -> Tensor:
 # --- the shared method skeleton ------------------------------------------------------------
 
 
-class PairsMethod(Method):
+class PairsMethod(Method, ABC):
     """Init, pair pretraining, hard-max training, prediction: k-DVAE and k-DAE differ only in
     the per-pair training loss and the assignment score."""
 
     variational: bool
 
-    def output_kind(self, cfg: PairFields, x: Tensor) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def output_kind(self, cfg: PairFields, x: Tensor) -> str: ...
 
+    @abstractmethod
     def pair_losses(self, model: PairsModel, x: Tensor) -> Tensor:
         """Training loss of every pair on every row (stochastic for a VAE): (k, batch)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def assignment_scores(self, model: PairsModel, x: Tensor) -> Tensor:
         """Deterministic score of every pair for every row, higher is better: (k, batch)."""
-        raise NotImplementedError
+        ...
 
     def fit(self, x: Tensor, cfg: PairFields, ctx: FitContext) -> nn.Module:
         output = self.output_kind(cfg, x)
