@@ -349,8 +349,12 @@ class PairsMethod(Method, ABC):
     @torch.no_grad()
     def store_cluster_statistics(self, model: PairsModel, x: Tensor) -> None:
         model.eval()
-        labels = batched_apply(lambda xb: self.predict(model, xb).labels, x)
-        codes = self.embed(model, x)  # (n, d): each row's code in its own pair
+        labels, codes = [], []
+        for i in range(0, len(x), 4096):  # one pass for labels and codes, not two
+            lab, code = self._labels_and_codes(model, x[i : i + 4096])
+            labels.append(lab)
+            codes.append(code)
+        labels, codes = torch.cat(labels), torch.cat(codes)  # (n,), (n, d)
         counts = torch.bincount(labels, minlength=model.k).to(codes.dtype)  # (k,)
         sums = torch.zeros(model.k, model.latent, device=x.device).index_add_(0, labels, codes)
         model.cluster_weights.copy_(counts / counts.sum())
@@ -376,13 +380,13 @@ class PairsMethod(Method, ABC):
 
     def embed(self, model: nn.Module, x: Tensor) -> Tensor:
         """The code of each row in the pair it is assigned to: (n, d)."""
+        return batched_apply(lambda xb: self._labels_and_codes(model, xb)[1], x)
 
-        def codes(xb: Tensor) -> Tensor:
-            mu, _ = model.encode_stats(xb)  # (k, batch, d)
-            labels = self.assignment_scores(model, xb).argmax(0)  # (batch,)
-            return mu.gather(0, labels.view(1, -1, 1).expand(1, -1, mu.shape[-1])).squeeze(0)
-
-        return batched_apply(codes, x)
+    def _labels_and_codes(self, model: nn.Module, xb: Tensor) -> tuple[Tensor, Tensor]:
+        mu, _ = model.encode_stats(xb)  # (k, batch, d)
+        labels = self.assignment_scores(model, xb).argmax(0)  # (batch,)
+        code = mu.gather(0, labels.view(1, -1, 1).expand(1, -1, mu.shape[-1])).squeeze(0)
+        return labels, code
 
     def criterion(self, model: nn.Module, x: Tensor, name: str) -> float:
         if name != "loss":
