@@ -54,6 +54,36 @@ class Cli:
     def __call__(self, *args, input=None):
         return self.runner.invoke(app, [str(a) for a in args], input=input)
 
+    def train_small(self, data, method, model, labels, *, k=3, settings=None):
+        """``train -m METHOD`` on a labelled CSV with the method's fast ``test_settings``
+        (minmax-scaled, training labels written to ``labels``)."""
+        from deepcluster_cli.methods import get_method
+
+        settings = get_method(method).test_settings if settings is None else settings
+        sets = [a for key, v in settings.items() for a in ("--set", f"{key}={_plain(v)}")]
+        return self(
+            "train",
+            data,
+            "-m",
+            method,
+            "-k",
+            k,
+            "-o",
+            model,
+            "--labels",
+            labels,
+            "--label-column",
+            "label",
+            "--scale",
+            "minmax",
+            "-q",
+            *sets,
+        )
+
+
+def _plain(v):
+    return ",".join(map(str, v)) if isinstance(v, tuple) else v
+
 
 @pytest.fixture
 def cli():

@@ -81,35 +81,12 @@ def test_invalid_settings_are_usage_errors(bad):
 
 
 def test_train_then_assign_round_trip_through_the_cli(cli, blobs_csv, tmp_path):
-    from deepcluster_cli.methods.dcn import METHOD
 
     model, train_labels, out = tmp_path / "m.pt", tmp_path / "t.csv", tmp_path / "a.csv"
-    sets = [a for k, v in METHOD.test_settings.items() for a in ("--set", f"{k}={_plain(v)}")]
-    r = cli(
-        "train",
-        blobs_csv,
-        "-m",
-        "dcn",
-        "-k",
-        3,
-        "-o",
-        model,
-        "--labels",
-        train_labels,
-        "--label-column",
-        "label",
-        "--scale",
-        "minmax",
-        "-q",
-        *sets,
-    )
+    r = cli.train_small(blobs_csv, "dcn", model, train_labels)
     assert r.exit_code == 0, r.output
     r = cli("assign", model, blobs_csv, "--label-column", "label", "-o", out)
     assert r.exit_code == 0, r.output
     np.testing.assert_array_equal(pd.read_csv(train_labels)["cluster"], pd.read_csv(out)["cluster"])
     r = cli("generate", model, "--mode", "centroids", "-o", tmp_path / "g.csv")
     assert r.exit_code == 0, r.output
-
-
-def _plain(v):
-    return ",".join(map(str, v)) if isinstance(v, tuple) else v

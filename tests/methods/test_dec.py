@@ -97,25 +97,7 @@ def test_train_then_assign_round_trip_through_the_cli(cli, blobs_csv, tmp_path, 
     model = tmp_path / "m.pt"
     train_labels = tmp_path / "train.csv"
     settings = get_method(method).test_settings
-    sets = [a for k, v in settings.items() for a in ("--set", f"{k}={_plain(v)}")]
-    r = cli(
-        "train",
-        blobs_csv,
-        "-m",
-        method,
-        "-k",
-        3,
-        "-o",
-        model,
-        "--labels",
-        train_labels,
-        "--label-column",
-        "label",
-        "--scale",
-        "minmax",
-        "-q",
-        *sets,
-    )
+    r = cli.train_small(blobs_csv, method, model, train_labels)
     assert r.exit_code == 0, r.output
     out = tmp_path / "assigned.csv"
     emb = tmp_path / "emb.csv"
@@ -138,7 +120,3 @@ def test_train_then_assign_round_trip_through_the_cli(cli, blobs_csv, tmp_path, 
     np.testing.assert_array_equal(a["cluster"], b["cluster"])
     np.testing.assert_allclose(b[["p0", "p1", "p2"]].sum(axis=1), 1.0, rtol=1e-4)
     assert pd.read_csv(emb).shape[1] == settings["latent"]
-
-
-def _plain(v):
-    return ",".join(map(str, v)) if isinstance(v, tuple) else v

@@ -123,29 +123,10 @@ def test_invalid_settings_are_usage_errors(bad):
 
 
 def test_train_then_assign_writes_the_embedding_e(cli, blobs_csv, tmp_path):
-    from deepcluster_cli.methods.repnet import METHOD
     from deepcluster_cli.pipeline import load_model
 
     model, train_labels, out, emb = (tmp_path / n for n in ("m.pt", "t.csv", "a.csv", "e.csv"))
-    sets = [a for k, v in METHOD.test_settings.items() for a in ("--set", f"{k}={_plain(v)}")]
-    r = cli(
-        "train",
-        blobs_csv,
-        "-m",
-        "repnet",
-        "-k",
-        3,
-        "-o",
-        model,
-        "--labels",
-        train_labels,
-        "--label-column",
-        "label",
-        "--scale",
-        "minmax",
-        "-q",
-        *sets,
-    )
+    r = cli.train_small(blobs_csv, "repnet", model, train_labels)
     assert r.exit_code == 0, r.output
     r = cli("assign", model, blobs_csv, "--label-column", "label", "-o", out, "--embedding", emb)
     assert r.exit_code == 0, r.output
@@ -157,7 +138,3 @@ def test_train_then_assign_writes_the_embedding_e(cli, blobs_csv, tmp_path):
     with torch.no_grad():
         e = loaded.model.net(loaded.model.ae.encode(xs)).numpy()
     np.testing.assert_allclose(pd.read_csv(emb).to_numpy(), e, rtol=1e-4, atol=1e-5)
-
-
-def _plain(v):
-    return ",".join(map(str, v)) if isinstance(v, tuple) else v
