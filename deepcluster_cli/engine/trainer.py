@@ -38,7 +38,7 @@ class Stage:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     momentum: float = 0.0
-    nesterov: bool = False
+    nesterov: bool = False  # SGD only, and only with momentum > 0 (torch's rule)
     weight_decay: float = 0.0
     lr_decay_every: int = 0  # epochs; 0 = constant learning rate
     lr_decay: float = 1.0
@@ -71,7 +71,7 @@ def make_optimizer(params, stage: Stage) -> torch.optim.Optimizer:
             params,
             lr=stage.lr,
             momentum=stage.momentum,
-            nesterov=stage.nesterov,
+            nesterov=stage.nesterov and stage.momentum > 0,
             weight_decay=stage.weight_decay,
         )
     raise UsageError(f"unknown optimizer {stage.optimizer!r}; choose adam, adamw or sgd")

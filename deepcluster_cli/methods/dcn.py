@@ -159,8 +159,8 @@ class DCN(LatentCentroidMethod):
                 batch_size=cfg.batch_size,
                 lr=cfg.lr,
                 optimizer=cfg.optimizer,
-                momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
-                nesterov=cfg.optimizer == "sgd" and cfg.momentum > 0,
+                momentum=cfg.momentum,
+                nesterov=True,
                 after_step=centroid_step,
             ),
         )

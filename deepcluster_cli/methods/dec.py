@@ -186,7 +186,7 @@ class DEC(Method):
                 batch_size=cfg.batch_size,
                 lr=cfg.lr,
                 optimizer=cfg.optimizer,
-                momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
+                momentum=cfg.momentum,
                 before_step=refresh,
             ),
         )

@@ -192,8 +192,8 @@ class RepNet(Method):
                 batch_size=cfg.batch_size,
                 lr=cfg.lr,
                 optimizer=cfg.optimizer,
-                momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
-                nesterov=cfg.optimizer == "sgd" and cfg.momentum > 0,
+                momentum=cfg.momentum,
+                nesterov=True,
                 # a batch of one row has no pairs: drop the last partial batch, as the code
                 drop_last=len(x) >= cfg.batch_size,
             ),
