@@ -135,6 +135,11 @@ class DEC(Method):
         # USPS and Reuters-10k: the target is refreshed every 30 iterations
         "usps": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "update_interval": 30},
         "reuters": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "update_interval": 30},
+        # small sets (sklearn digits, 1797 rows = 7 batches of 256): T = 140 would refresh P
+        # once per 20 epochs; DEC's code refreshes about once per epoch on USPS and Reuters-10k
+        # (T = 30 of 36-39 batches), so T = 7 here. Pretraining 200 epochs (1400 steps) when
+        # no --pretrained autoencoder is given. Measured: docs/results/repnet_dec_dcn.md.
+        "digits": {"update_interval": 7, "epochs": 50, "pretrain_epochs": 200},
     }
     test_settings = {
         "arch": (32,),
@@ -219,6 +224,8 @@ class IDEC(DEC):
         "mnist": {"optimizer": "adam", "lr": 1e-3, "update_interval": 140},
         "usps": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.99, "update_interval": 140},
         "reuters": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.99, "update_interval": 140},
+        # as DEC's digits preset: P refreshed about once per epoch (docs/methods/idec.md)
+        "digits": {"update_interval": 7, "epochs": 50, "pretrain_epochs": 200},
     }
     reconstruct = True
 

@@ -90,3 +90,12 @@ def test_train_then_assign_round_trip_through_the_cli(cli, blobs_csv, tmp_path):
     np.testing.assert_array_equal(pd.read_csv(train_labels)["cluster"], pd.read_csv(out)["cluster"])
     r = cli("generate", model, "--mode", "centroids", "-o", tmp_path / "g.csv")
     assert r.exit_code == 0, r.output
+
+
+def test_every_preset_builds_a_valid_config():
+    from deepcluster_cli.config import build_config
+    from deepcluster_cli.methods.dcn import METHOD
+
+    for name, preset in METHOD.presets.items():
+        build_config(Config, [(f"--preset {name}", preset)])
+    assert METHOD.presets["digits"]["lam"] == 0.1

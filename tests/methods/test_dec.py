@@ -120,3 +120,20 @@ def test_train_then_assign_round_trip_through_the_cli(cli, blobs_csv, tmp_path, 
     np.testing.assert_array_equal(a["cluster"], b["cluster"])
     np.testing.assert_allclose(b[["p0", "p1", "p2"]].sum(axis=1), 1.0, rtol=1e-4)
     assert pd.read_csv(emb).shape[1] == settings["latent"]
+
+
+@pytest.mark.parametrize("method", ["dec", "idec"])
+def test_every_preset_builds_a_valid_config(method):
+    from deepcluster_cli.config import build_config
+
+    m = get_method(method)
+    for name, preset in m.presets.items():
+        build_config(m.Config, [(f"--preset {name}", preset)])
+
+
+@pytest.mark.parametrize("method", ["dec", "idec"])
+def test_digits_preset_refreshes_the_target_about_once_per_epoch(method):
+    # 1797 rows at batch 256 = 7 full batches; T = 140 would be one refresh per 20 epochs
+    p = get_method(method).presets["digits"]
+    assert p["update_interval"] == 7
+    assert p.get("batch_size", Config().batch_size) == 256

@@ -138,3 +138,14 @@ def test_train_then_assign_writes_the_embedding_e(cli, blobs_csv, tmp_path):
     with torch.no_grad():
         e = loaded.model.net(loaded.model.ae.encode(xs)).numpy()
     np.testing.assert_allclose(pd.read_csv(emb).to_numpy(), e, rtol=1e-4, atol=1e-5)
+
+
+def test_every_preset_builds_a_valid_config_and_digits_follows_the_usps_run():
+    from deepcluster_cli.config import build_config
+    from deepcluster_cli.methods.repnet import METHOD
+
+    for name, preset in METHOD.presets.items():
+        build_config(Config, [(f"--preset {name}", preset)])
+    # the authors' USPS run: Adam 1e-3, gamma 0.001
+    assert METHOD.presets["digits"]["gamma"] == 0.001
+    assert METHOD.presets["digits"]["optimizer"] == "adam"
