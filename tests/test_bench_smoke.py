@@ -147,3 +147,22 @@ def test_batched_speedup_is_read_from_the_script_output():
     out = "noise\nk=10 batch=256 D=784: batched 10.0 ms, looped 25.0 ms, speed-up 2.50x\n"
     assert run.parse_batched(out)["speedup"] == 2.5
     assert run.parse_batched("crashed")["speedup"] is None
+
+
+def test_report_shows_the_two_process_speedup():
+    report = _load("report")
+    fig = {"one": {"wall": 30.0, "s_per_epoch": 4.0}, "two": {"wall": 33.0, "s_per_epoch": 2.5}}
+    result = {
+        "available": True,
+        "data": "fake",
+        "rows": 20_000,
+        "epochs": 3,
+        "threads": 2,
+        "cores": 2,
+        "figures": {"pretrain": {**fig, "speedup_epoch": 1.6, "speedup_wall": 0.91}},
+    }
+    page = report.render(
+        {"distributed": {"status": "ok", "result": result}}, machine=MACHINE, quick=False
+    )
+    assert "## 7. One process against torchrun with two" in page
+    assert "| pretrain | 4.00 | 2.50 | 1.60x | 0.91x |" in page

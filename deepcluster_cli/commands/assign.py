@@ -58,6 +58,21 @@ def assign(
             help="Rows read from the file at a time [default: about 16 MiB of features].",
         ),
     ] = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard",
+            help="Assign only shard I of N (I/N, from 0): one process or machine per shard.",
+        ),
+    ] = None,
+    shard_by: Annotated[
+        str,
+        typer.Option(
+            "--shard-by",
+            help="block: contiguous rows, shards in order concatenate to the whole output; "
+            "stride: rows I, I+N, ... (works on stdin).",
+        ),
+    ] = "block",
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
     label_column: LabelColOpt = None,
@@ -68,21 +83,42 @@ def assign(
     """Assign rows to clusters; CSV 'id,cluster[,p0..]' on stdout unless -o is given."""
     import numpy as np
 
+    from deepcluster_cli.engine.launch import block_bounds, parse_shard
     from deepcluster_cli.errors import UsageError
-    from deepcluster_cli.io import LabelWriter, check_schema, iter_table, write_table
+    from deepcluster_cli.io import LabelWriter, check_schema, count_rows, iter_table, write_table
     from deepcluster_cli.pipeline import load_model, predict
 
     if batch_size < 1 or (chunk_rows is not None and chunk_rows < 1):
         raise UsageError("--batch-size and --chunk-rows must be at least 1")
+    if shard_by not in ("block", "stride"):
+        raise UsageError(f"--shard-by {shard_by!r}: choose block or stride")
+    part, parts = parse_shard(shard) if shard is not None else (0, 1)
+    if shard is not None and shard_by == "block" and data == "-":
+        raise UsageError("--shard on standard input: use --shard-by stride (rows are not counted)")
     check_output(output)
     check_output(embedding)
-    dev = setup_torch(0, device or "auto", threads)
+    dev = setup_torch(
+        0,
+        device or "auto",
+        threads,
+        one_process=("assign", "split the rows with --shard I/N instead (docs/scaling.md)"),
+    )
     loaded = load_model(model, device=dev)
     schema = loaded.checkpoint.schema
     k = loaded.n_clusters
     if chunk_rows is None:
         # memory is bounded by the chunk, so size it in bytes, not rows (784 floats: 5,350 rows)
         chunk_rows = max(1024, CHUNK_BYTES // (4 * max(1, schema["n_features"])))
+    lo, hi = 0, None  # block shard: the global rows [lo, hi) are ours
+    if parts > 1 and shard_by == "block":
+        n_rows = count_rows(
+            data,
+            fmt=fmt,
+            columns=split_list(columns),
+            label_column=label_column,
+            id_column=id_column,
+        )
+        lo, hi = block_bounds(n_rows, part, parts)
     embeddings = []
     start = 0
     chunks = iter_table(
@@ -98,6 +134,18 @@ def assign(
             check_schema(
                 table, feature_names=schema.get("feature_names"), n_features=schema["n_features"]
             )
+            ids = row_ids(table, start)  # global row numbers when there is no id column
+            first, start = start, start + table.n_rows
+            if parts > 1:
+                if shard_by == "stride":
+                    keep = (np.arange(first, start) % parts) == part
+                else:
+                    keep = slice(max(lo, first) - first, max(min(hi, start), first) - first)
+                table, ids = table.take(keep), ids[keep]
+                if table.n_rows == 0:
+                    if shard_by == "block" and start >= hi:
+                        break  # past our block: the rest of the file is other shards'
+                    continue
             labels, p, emb = predict(
                 loaded,
                 table.features,
@@ -107,12 +155,11 @@ def assign(
             )
             if proba and p is None:
                 raise UsageError(f"method {loaded.method.name} gives no probabilities (--proba)")
-            writer.write(row_ids(table, start), labels, p if proba else None)
+            writer.write(ids, labels, p if proba else None)
             if writer.broken_pipe:  # the reader went away (`| head`): stop reading
                 return
             if emb is not None:
                 embeddings.append(emb)
-            start += len(table.features)
         if embedding is not None:
             emb_all = np.concatenate(embeddings) if embeddings else np.zeros((0, 0), np.float32)
             write_table(embedding, emb_all, columns=[f"z{i}" for i in range(emb_all.shape[1])])

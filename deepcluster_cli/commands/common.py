@@ -30,7 +30,7 @@ def handle_errors(fn: Callable) -> Callable:
         except DeepclusterError as exc:
             if STATE["debug"]:
                 traceback.print_exc()
-            raise fail(str(exc), exc.exit_code) from None
+            raise fail(_rank_prefix() + str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except BrokenPipeError:
@@ -46,10 +46,22 @@ def handle_errors(fn: Callable) -> Callable:
                 traceback.print_exc()
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise fail(
-                f"internal error: {type(exc).__name__}: {first} (run with --debug for details)", 1
+                f"{_rank_prefix()}internal error: {type(exc).__name__}: {first} (run with --debug for details)",
+                1,
             ) from None
 
     return wrapper
+
+
+def _rank_prefix() -> str:
+    """Under torchrun, ranks other than 0 name themselves in their error line."""
+    from deepcluster_cli.engine.launch import launch_rank
+
+    try:
+        rank = launch_rank()
+    except DeepclusterError:
+        return ""
+    return "" if rank == 0 else f"rank {rank}: "
 
 
 def _silence_stdout() -> None:
@@ -83,6 +95,10 @@ def make_progress(quiet: bool, log_format: str):
 
     if log_format not in ("text", "json"):
         raise UsageError(f"--log-format {log_format!r}: choose text or json")
+    if not is_main_process():  # torchrun: rank 0 speaks for all (errors still name a rank)
+        import os
+
+        return Progress(quiet=True, log_format=log_format, stream=open(os.devnull, "w"))
     return Progress(quiet=quiet, log_format=log_format)
 
 
@@ -106,13 +122,32 @@ def row_ids(table, start: int = 0):
     return np.arange(start, start + len(table.features), dtype=np.int64)
 
 
-def setup_torch(seed: int, device: str, threads: int | None):
+def setup_torch(
+    seed: int, device: str, threads: int | None, *, one_process: tuple[str, str] | None = None
+):
+    """Threads, seed and device. Under torchrun, ``pretrain``/``train`` join the process
+    group here; a command that runs in one process passes ``one_process`` (its name and a hint) and is
+    refused there instead of N copies racing on one output."""
+    from deepcluster_cli.engine import distributed
     from deepcluster_cli.engine.device import resolve_device, set_threads
+    from deepcluster_cli.engine.launch import refuse
     from deepcluster_cli.engine.seed import seed_everything
 
+    if one_process is not None:
+        refuse(*one_process)
     set_threads(threads)
     seed_everything(seed)
-    return resolve_device(device)
+    dev = resolve_device(device)
+    if one_process is None:
+        dev = distributed.init_from_env(dev)
+    return dev
+
+
+def is_main_process() -> bool:
+    """False on torchrun's ranks 1..N-1: only rank 0 writes files and logs."""
+    from deepcluster_cli.engine.launch import launch_rank
+
+    return launch_rank() == 0
 
 
 def check_output(path: str | None) -> None:
@@ -145,7 +180,7 @@ def run_resumable(
     from deepcluster_cli.engine.interrupt import EXIT_CODES, graceful_stop
     from deepcluster_cli.engine.trainer import StopTraining
     from deepcluster_cli.errors import Interrupted
-    from deepcluster_cli.pipeline import load_resume, save_resume
+    from deepcluster_cli.pipeline import load_resume, resume_path, save_resume
 
     if max_time is not None and max_time <= 0:
         raise UsageError("--max-time must be a positive number of seconds")
@@ -154,7 +189,9 @@ def run_resumable(
         try:
             return body(control, state)
         except StopTraining as stop:
-            path = save_resume(output, run=run, schema=schema, scaler=scaler, state=stop.state)
+            path = resume_path(output)
+            if is_main_process():
+                save_resume(output, run=run, schema=schema, scaler=scaler, state=stop.state)
             hint = f"saved a resumable state to {path}; repeat the command with --resume"
             if stop.signum is not None:
                 raise Interrupted(f"interrupted: {hint}", EXIT_CODES[stop.signum]) from None
@@ -165,6 +202,8 @@ def run_resumable(
 def remove_resume_state(output: str) -> None:
     import os
 
+    if not is_main_process():
+        return
     from deepcluster_cli.pipeline import resume_path
 
     try:

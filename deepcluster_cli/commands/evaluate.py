@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from deepcluster_cli.commands.common import check_output, handle_errors, split_list
+from deepcluster_cli.engine.launch import refuse
 from deepcluster_cli.options import IdColOpt
 
 
@@ -96,6 +97,7 @@ def evaluate(
         render_document,
     )
 
+    refuse("evaluate", "run it as a plain command")
     if out_format not in FORMATS:
         raise UsageError(f"--format {out_format!r}: choose one of {', '.join(FORMATS)}")
     if truth is None and data is None and report_file is None:

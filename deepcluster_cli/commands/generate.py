@@ -71,7 +71,9 @@ def generate(
         check_output(grid)
     elif image_shape is not None:
         raise UsageError("--image-shape is used with --grid FILE.png")
-    dev = setup_torch(seed or 0, device or "auto", None)
+    dev = setup_torch(
+        seed or 0, device or "auto", None, one_process=("generate", "run it as a plain command")
+    )
     loaded = load_model(model, device=dev)
     modes = loaded.method.generate_modes
     if not modes:

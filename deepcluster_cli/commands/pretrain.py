@@ -9,6 +9,7 @@ import typer
 from deepcluster_cli.commands.common import (
     check_output,
     handle_errors,
+    is_main_process,
     make_progress,
     pick,
     read_features,
@@ -144,7 +145,7 @@ def pretrain(
         max_time=max_time,
         progress=progress,
     )
-    if out is None:
+    if out is None or not is_main_process():  # torchrun: rank 0 writes
         return
     ae, history = out
     save_autoencoder(output, ae, cfg, history=history, schema=schema_of(table), scaler=scaler)

@@ -9,6 +9,7 @@ import typer
 from deepcluster_cli.commands.common import (
     check_output,
     handle_errors,
+    is_main_process,
     make_progress,
     pick,
     read_features,
@@ -189,7 +190,7 @@ def train(
         max_time=max_time,
         progress=progress,
     )
-    if result is None:
+    if result is None or not is_main_process():  # torchrun: rank 0 writes
         return
     save_model(
         output,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from deepcluster_cli.engine import distributed
 from deepcluster_cli.engine.progress import Progress
 from deepcluster_cli.errors import TrainingError, UsageError
 
@@ -53,6 +55,13 @@ class Stage:
     # One more epoch after the last, averaging every parameter of ``average`` over its
     # iterations (AE-CM's averaging epoch); the averages replace the parameters.
     average: nn.Module | None = None
+    # How the loss reduces over the batch rows: "mean" (most methods) or "sum" (AE-CM's
+    # terms). Under torchrun the ranks' gradients are then weighted by their share of the
+    # global batch, or simply added. ``batch_terms`` names parts of a "sum" loss that are not
+    # sums over rows (a penalty on the centroids, a term of the batch mean): each rank scales
+    # them by its share so the global batch counts them once. One process: no effect.
+    reduction: str = "mean"
+    batch_terms: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
 
@@ -110,6 +119,7 @@ class Trainer:
         self.finished: dict[str, dict] = {}  # str(run index) -> the module's final state
         self.resume: dict | None = None
         self.control = control or RunControl()
+        self.batch_share = 1.0  # this rank's share of the current global batch (torchrun)
 
     @property
     def stop_signal(self) -> int | None:
@@ -129,42 +139,72 @@ class Trainer:
         return self.data.device
 
     def batches(self, stage: Stage) -> Iterable[Tensor]:
+        """Index batches of one epoch. Under torchrun every rank walks the same (rank 0's)
+        permutation and takes its contiguous shard of each global batch of ``batch_size``
+        rows; a last batch with fewer rows than ranks is skipped."""
         n = len(self.data)
         bs = max(1, min(stage.batch_size, n))
         order = torch.randperm(n, device=self.device) if stage.shuffle else None
+        w = distributed.world()
+        if w.active and order is not None:
+            distributed.broadcast(order)
         stop = n - n % bs if stage.drop_last and n >= bs else n
         for start in range(0, stop, bs):
             if order is None:
-                yield torch.arange(start, min(start + bs, n), device=self.device)
+                idx = torch.arange(start, min(start + bs, n), device=self.device)
             else:
-                yield order[start : start + bs]
+                idx = order[start : start + bs]
+            if w.active:
+                if len(idx) < w.size:
+                    break
+                lo, hi = distributed.shard_bounds(len(idx), w)
+                self.batch_share = (hi - lo) / len(idx)
+                idx = idx[lo:hi]
+            yield idx
 
     def _epoch(
         self, model: nn.Module, stage: Stage, opt: torch.optim.Optimizer, averager=None
     ) -> dict[str, Tensor]:
         sums: dict[str, Tensor] = {}
         steps = 0
+        sync = None
+        if distributed.world().active:
+            sync = distributed.GradientSync([p for g in opt.param_groups for p in g["params"]])
+            if stage.reduction not in ("mean", "sum"):
+                raise UsageError(f"stage {stage.name}: reduction must be mean or sum")
         for idx in self.batches(stage):
+            weight = self.batch_share if stage.reduction == "mean" else 1.0
             rows = stage.batch_rows(idx) if stage.batch_rows else self.data[idx]
             if stage.before_step is not None:
                 with torch.no_grad():
                     stage.before_step(rows, idx)
             parts = stage.loss(rows, idx)
+            if sync is not None and stage.batch_terms and stage.reduction == "sum":
+                parts = _share_batch_terms(parts, stage.batch_terms, self.batch_share)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
+            stop = False
+            if sync is not None:  # the global batch's gradient on every rank, and one stop
+                stop = sync(weight, self.control.stop_signal is not None)
             opt.step()
             if stage.after_step is not None:
                 with torch.no_grad():
                     stage.after_step(rows, idx)
             if averager is not None:
                 averager.update()
-            for k, v in parts.items():
+            for k, v in parts.items():  # under torchrun the ranks' weighted parts add up
+                v = v.detach() if sync is None or weight == 1.0 else v.detach() * weight
                 if k in sums:
-                    sums[k].add_(v.detach())
+                    sums[k].add_(v)
                 else:
-                    sums[k] = v.detach().clone()
+                    sums[k] = v.clone()
             steps += 1
-            if self.stop_signal is not None:
+            if sync is not None:
+                if stop:  # decided together, so no rank waits on a collective alone
+                    signum = int(distributed.all_reduce_max(self.control.stop_signal or 0))
+                    self.control.stop_signal = signum or self.control.stop_signal
+                    return None
+            elif self.stop_signal is not None:
                 return None
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
@@ -193,6 +233,26 @@ class Trainer:
             opt.load_state_dict(current["optimizer"])
             first_epoch = int(current["epoch"])
             self.resume = None  # everything after this point trains normally
+        w = distributed.world()
+        if w.active:
+            # whatever each rank computed before this stage (k-means, GMM fits...), rank 0's
+            # parameters are the ones trained
+            distributed.broadcast_module(model)
+            with self._rank_rng(w, index):
+                return self._run(model, stage, opt, index, first_epoch)
+        return self._run(model, stage, opt, index, first_epoch)
+
+    @contextmanager
+    def _rank_rng(self, w, index: str):
+        """Under torchrun, noise (dropout, denoising, sampling) differs between ranks inside
+        a stage, and the shared generator state is restored after it, so code between stages
+        draws the same numbers on every rank."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((torch.initial_seed() + 7919 * (w.rank + 1) + int(index)) % 2**63)
+            yield
+
+    def _run(self, model, stage, opt, index, first_epoch) -> list[dict]:
         rows: list[dict] = []
         total = stage.epochs + (1 if stage.average is not None else 0)
         # the last good parameters, to restore if the loss turns NaN: one buffer per run,
@@ -220,6 +280,10 @@ class Trainer:
                 if means is None:  # stop requested mid-epoch: redo this epoch on resume
                     self.history.extend(rows)
                     raise self._stop(index, epoch, model, opt, good if averaging else None)
+                out_of_time = self.deadline is not None and time.monotonic() > self.deadline
+                if distributed.world().active:
+                    # the epoch's figures averaged over the ranks, and one decision on time
+                    means, out_of_time = self._reduce_epoch(means, out_of_time)
                 # the one host sync of the epoch
                 values = torch.stack(list(means.values())).tolist() if means else []
                 seconds = time.perf_counter() - t0
@@ -236,7 +300,6 @@ class Trainer:
                 row = {"stage": stage.name, "epoch": epoch + 1, "seconds": seconds, **parts}
                 rows.append(row)
                 bar.epoch(epoch + 1, parts, seconds)
-                out_of_time = self.deadline is not None and time.monotonic() > self.deadline
                 if out_of_time and epoch + 1 < total:
                     self.history.extend(rows)
                     raise self._stop(index, epoch + 1, model, opt, None)
@@ -244,6 +307,17 @@ class Trainer:
         self.finished[index] = _cpu_state(model)
         model.eval()
         return rows
+
+    @staticmethod
+    def _reduce_epoch(means: dict[str, Tensor], out_of_time: bool):
+        flag = torch.tensor([1.0 if out_of_time else 0.0])
+        vals = torch.cat([torch.stack(list(means.values())).float().cpu(), flag]) if means else flag
+        # (all_reduce_sum moves CPU tensors to the GPU and back under nccl)
+        distributed.all_reduce_sum(vals)
+        # each rank's parts were weighted by its share of every batch: the sum is the
+        # global batches' mean
+        reduced = {k: vals[i] for i, k in enumerate(means)}
+        return reduced, bool(vals[-1].item() > 0)
 
     def _stop(self, index, epoch, model, opt, restore) -> StopTraining:
         if restore is not None:  # an averaging epoch cut short restarts from its beginning
@@ -259,6 +333,16 @@ class Trainer:
             "history": list(self.history),
         }
         return StopTraining(state, self.stop_signal)
+
+
+def _share_batch_terms(parts: dict[str, Tensor], names, share: float) -> dict[str, Tensor]:
+    """A rank's loss with its batch-level terms scaled by its share of the global batch."""
+    out = dict(parts)
+    for name in names:
+        term = parts[name]
+        out[name] = term * share
+        out["loss"] = out["loss"] - term + out[name]
+    return out
 
 
 def _cpu_state(model: nn.Module) -> dict:

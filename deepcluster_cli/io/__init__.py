@@ -9,6 +9,7 @@ from deepcluster_cli.io.atomic import atomic_path
 from deepcluster_cli.io.formats import FORMATS, OUTPUT_FORMATS, detect_format, detect_output_format
 from deepcluster_cli.io.readers import (
     LabelColumn,
+    count_rows,
     iter_table,
     read_ids_and_labels,
     read_labels,
@@ -28,6 +29,7 @@ __all__ = [
     "Table",
     "atomic_path",
     "check_schema",
+    "count_rows",
     "detect_format",
     "detect_output_format",
     "iter_table",

@@ -129,6 +129,38 @@ def iter_table(
     )
 
 
+def count_rows(
+    path: str,
+    *,
+    fmt: str | None = None,
+    columns: Sequence[str | int] | None = None,
+    label_column: str | int | None = None,
+    id_column: str | int | None = None,
+) -> int:
+    """Number of data rows: from the header for NPY and Parquet, by one streamed pass
+    otherwise. Standard input cannot be counted without consuming it."""
+    check_input_path(path)
+    if path == "-":
+        raise UsageError("cannot count the rows of standard input; read a file")
+    kind = detect_format(path, fmt)
+    if kind == "npy":
+        try:
+            return int(np.load(path, mmap_mode="r").shape[0])
+        except (OSError, ValueError):
+            pass  # let the full reader report what is wrong
+    if kind == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:  # noqa: BLE001 - any damage: the full reader names it
+            pass
+    chunks = iter_table(
+        path, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
+    )
+    return sum(t.n_rows for t in chunks)
+
+
 @dataclass
 class LabelColumn:
     """One column of labels (predicted or ground truth), with row ids when asked for.

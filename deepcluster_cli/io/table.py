@@ -41,6 +41,16 @@ class Table:
         """Number of feature columns."""
         return int(self.features.shape[1])
 
+    def take(self, rows: np.ndarray | slice) -> Table:
+        """The table of the given rows (a slice, a boolean mask or indices)."""
+        return Table(
+            features=np.ascontiguousarray(self.features[rows]),
+            feature_names=self.feature_names,
+            ids=None if self.ids is None else self.ids[rows],
+            labels=None if self.labels is None else self.labels[rows],
+            source=self.source,
+        )
+
 
 def concat_tables(chunks: list[Table]) -> Table:
     """Join chunks of one file (same columns) into one :class:`Table`."""

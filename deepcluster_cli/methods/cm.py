@@ -207,6 +207,8 @@ class CM(Method):
             Stage(
                 name="cm",
                 loss=lambda xb, _idx: model.cm.losses(xb, cfg.alpha),
+                reduction="sum",
+                batch_terms=("e4",),
                 params=model.parameters(),
                 epochs=cfg.epochs,
                 batch_size=cfg.batch_size,

@@ -185,6 +185,8 @@ class CNet(Method):
                 Stage(
                     name="cm",
                     loss=lambda xb, _idx: model.cm_losses_on_frozen_codes(xb),
+                    reduction="sum",
+                    batch_terms=("e4",),
                     params=model.cm.parameters(),
                     epochs=cfg.cm_epochs,
                     **common,
@@ -206,6 +208,8 @@ class CNet(Method):
             Stage(
                 name="cnet",
                 loss=lambda xb, _idx: model.losses(xb),
+                reduction="sum",
+                batch_terms=("prior", "ortho"),
                 params=model.parameters(),
                 epochs=cfg.epochs,
                 average=model if cfg.average else None,

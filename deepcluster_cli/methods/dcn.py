@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from deepcluster_cli.engine import distributed
 from deepcluster_cli.engine.trainer import Stage, batched_apply
 from deepcluster_cli.errors import UsageError
 from deepcluster_cli.methods.base import (
@@ -77,15 +78,18 @@ def kmeans_loss(z: Tensor, centroids: Tensor, s: Tensor) -> Tensor:
 
 
 def update_centroids(
-    centroids: Tensor, counts: Tensor, z: Tensor, s: Tensor
+    centroids: Tensor, counts: Tensor, z: Tensor, s: Tensor, *, reduce=None
 ) -> tuple[Tensor, Tensor]:
     """Eq. 14 for every row of a batch: ``count_k += 1; mu_k -= (1/count_k)(mu_k - z_i)``.
 
     Folded per cluster as a running mean (identical to the sequential updates); returns the
-    new ``(centroids, counts)``."""
+    new ``(centroids, counts)``. ``reduce(added, sums)``, if given, combines the per-cluster
+    counts and sums in place first (the ranks of a torchrun job)."""
     k = centroids.shape[0]
     added = torch.bincount(s, minlength=k).to(counts.dtype)  # (k,)
     sums = torch.zeros_like(centroids).index_add_(0, s, z)  # (k, d)
+    if reduce is not None:
+        reduce(added, sums)
     new_counts = counts + added
     new_centroids = (counts[:, None] * centroids + sums) / new_counts[:, None]
     return new_centroids, new_counts
@@ -149,7 +153,11 @@ class DCN(LatentCentroidMethod):
         def centroid_step(rows: Tensor, idx: Tensor) -> None:
             z = ae.encode(rows)  # with the network just updated
             s = hard_assignment(z, model.centroids)  # Eq. 13
-            c, n = update_centroids(model.centroids, model.counts, z, s)  # Eq. 14
+            # Eq. 14 over the global batch: under torchrun the ranks' per-cluster counts and
+            # sums are added, so every rank makes the same step (one process: unchanged)
+            c, n = update_centroids(
+                model.centroids, model.counts, z, s, reduce=distributed.all_reduce_sum
+            )
             model.centroids.copy_(c)
             model.counts.copy_(n)
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from deepcluster_cli.engine import distributed
 from deepcluster_cli.engine.trainer import Stage, batched_apply
 from deepcluster_cli.errors import UsageError
 from deepcluster_cli.methods.base import (
@@ -120,7 +121,9 @@ class TargetRefresh:
         if self.step % self.interval == 0:
             was_training = self.model.training
             self.model.eval()
-            self.p = target_distribution(batched_apply(self.model, self.x))
+            # Q of every row; under torchrun each rank computes its block of rows and the
+            # blocks are gathered, so every rank holds the same P for 1/N of the work
+            self.p = target_distribution(distributed.sharded_apply(self.model, self.x))
             self.model.train(was_training)
         self.step += 1
 

@@ -35,12 +35,25 @@ class CentroidModel(nn.Module):
 
 
 def kmeans_centroids(z: Tensor, k: int, *, seed: int, n_init: int = 10, max_iter: int = 300):
-    """scikit-learn k-means++ (best of ``n_init``) on ``z``; returns (centroids, inertia)."""
-    from sklearn.cluster import KMeans  # lazily: assign never pays for scikit-learn
+    """scikit-learn k-means++ (best of ``n_init``) on ``z``; returns (centroids, inertia).
 
-    km = KMeans(k, n_init=n_init, max_iter=max_iter, random_state=seed)
-    km.fit(z.detach().cpu().double().numpy())
-    return torch.as_tensor(km.cluster_centers_, dtype=z.dtype, device=z.device), km.inertia_
+    Under torchrun it runs on rank 0 alone and the result is broadcast, so every rank starts
+    from the same centroids."""
+    from deepcluster_cli.engine.distributed import on_main
+
+    def run() -> Tensor:
+        from sklearn.cluster import KMeans  # lazily: assign never pays for scikit-learn
+
+        km = KMeans(k, n_init=n_init, max_iter=max_iter, random_state=seed)
+        km.fit(z.detach().cpu().double().numpy())
+        flat = torch.cat(
+            [torch.as_tensor(km.cluster_centers_).reshape(-1), torch.tensor([km.inertia_])]
+        )
+        return flat.to(device=z.device, dtype=torch.float64)
+
+    d = z.shape[1]
+    out = on_main(run, like=torch.empty(k * d + 1, dtype=torch.float64, device=z.device))
+    return out[:-1].view(k, d).to(z.dtype), float(out[-1])
 
 
 class KMeansMethod(Method):

@@ -39,27 +39,34 @@ def _check_k(n: int, k: int) -> None:
 
 @torch.no_grad()
 def knn_exact(
-    x: Tensor, k: int, *, block_rows: int | None = None, max_block_bytes: int = 256 * 2**20
+    x: Tensor,
+    k: int,
+    *,
+    block_rows: int | None = None,
+    max_block_bytes: int = 256 * 2**20,
+    queries: tuple[int, int] | None = None,
 ) -> Neighbors:
-    """The ``k`` nearest rows of every row of ``x`` (itself excluded), exact, in row blocks."""
+    """The ``k`` nearest rows of every row of ``x`` (itself excluded), exact, in row blocks.
+    ``queries=(lo, hi)`` searches for rows ``lo..hi-1`` only (a rank's share)."""
     n = len(x)
     _check_k(n, k)
     x = x.float()
+    lo, hi = queries if queries is not None else (0, n)
     if block_rows is None:
         block_rows = max(1, min(n, max_block_bytes // (4 * n)))
     sq = x.pow(2).sum(1)  # (n,)
     xt = x.t().contiguous()  # (D, n)
-    out_i = torch.empty(n, k, dtype=torch.long, device=x.device)
-    out_d = torch.empty(n, k, dtype=x.dtype, device=x.device)
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
+    out_i = torch.empty(hi - lo, k, dtype=torch.long, device=x.device)
+    out_d = torch.empty(hi - lo, k, dtype=x.dtype, device=x.device)
+    for start in range(lo, hi, block_rows):
+        stop = min(start + block_rows, hi)
         rows = torch.arange(start, stop, device=x.device)
         # ||b||^2 - 2 a.b for the block: (block, n)
         d = torch.addmm(sq[None, :], x[start:stop], xt, beta=1.0, alpha=-2.0)
         d[rows - start, rows] = float("inf")  # a row is not its own neighbour
         val, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-        out_i[start:stop] = idx
-        out_d[start:stop] = (val + sq[start:stop, None]).clamp_min_(0.0)
+        out_i[start - lo : stop - lo] = idx
+        out_d[start - lo : stop - lo] = (val + sq[start:stop, None]).clamp_min_(0.0)
     return Neighbors(out_i, out_d)
 
 
@@ -87,11 +94,19 @@ def knn_faiss(x: Tensor, k: int) -> Neighbors:
 
 def nearest_neighbors(x: Tensor, k: int, *, backend: str = "auto") -> Neighbors:
     """``k`` nearest neighbours of every row: ``torch`` (exact, blocked), ``faiss`` (exact),
-    or ``auto`` (faiss when installed, else torch)."""
+    or ``auto`` (faiss when installed, else torch). Under torchrun the torch search is split
+    by rows over the ranks and gathered, so every rank holds the whole graph."""
     if backend not in KNN_BACKENDS:
         raise UsageError(f"knn backend {backend!r}: choose one of {', '.join(KNN_BACKENDS)}")
     if backend == "faiss" or (backend == "auto" and _faiss() is not None):
         return knn_faiss(x, k)
+    from deepcluster_cli.engine import distributed
+
+    if distributed.world().active:  # torchrun: each rank searches for its block of rows
+        nb = knn_exact(x, k, queries=distributed.shard_bounds(len(x)))
+        return Neighbors(
+            distributed.all_gather_rows(nb.indices), distributed.all_gather_rows(nb.sq_distances)
+        )
     return knn_exact(x, k)
 
 

@@ -93,6 +93,7 @@ def render(parts: dict[str, dict], *, machine: dict, quick: bool) -> str:
     _batched(lines, parts.get("batched"))
     _assign(lines, parts.get("assign"))
     _startup(lines, parts.get("startup"))
+    _distributed(lines, parts.get("distributed"))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -295,3 +296,25 @@ def _startup(lines: list[str], part: dict | None) -> None:
     for label, c in (r.get("commands") or {}).items():
         heavy = ", ".join(c.get("heavy_imports") or []) or "none"
         lines.append(f"| `deepcluster {label}` | {c['seconds']:.3f} | {heavy} |")
+
+
+def _distributed(lines: list[str], part: dict | None) -> None:
+    r = _section(lines, "7. One process against torchrun with two", part)
+    if not r:
+        return
+    lines += [
+        f"`deepcluster pretrain` (784-500-500-2000-10, batch 256) and `train -m dec` from that "
+        f"autoencoder on {r['data']}, {r['epochs']} epochs each: one process with "
+        f"{r['threads']} threads, then `torchrun --standalone --nproc_per_node 2` with one "
+        f"thread per process, on this {r['cores']}-core machine. Seconds per epoch are the "
+        "median from the JSON log (start-up excluded); the command column includes start-up.",
+        "",
+        "| stage | one process s/epoch | two processes s/epoch | speed-up per epoch | "
+        "speed-up of the whole command |",
+        "|---|---|---|---|---|",
+    ]
+    for step, f in r["figures"].items():
+        lines.append(
+            f"| {step} | {f['one']['s_per_epoch']:.2f} | {f['two']['s_per_epoch']:.2f} | "
+            f"{f['speedup_epoch']:.2f}x | {f['speedup_wall']:.2f}x |"
+        )
