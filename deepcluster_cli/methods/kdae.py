@@ -16,6 +16,7 @@ is not a generative model, so there is no ``sample`` mode.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,9 +73,16 @@ class KDAE(PairsMethod):
             return cfg.output
         return "sigmoid" if bool((x.min() >= 0) & (x.max() <= 1)) else "linear"
 
-    def pair_losses(self, model: PairsModel, x: Tensor) -> Tensor:
-        z, _ = model.encode_stats(x)  # (k, batch, d)
-        return reconstruction_norm(model.data_mean(z), x)
+    def pair_losses(
+        self,
+        model: PairsModel,
+        x: Tensor,
+        *,
+        noise: Tensor | None = None,
+        counts: Sequence[int] | None = None,
+    ) -> Tensor:
+        z, _ = model.encode_stats(x, counts)  # (k, batch, d); with counts (batch, d)
+        return reconstruction_norm(model.data_mean(z, counts), x)  # (k, batch) or (batch,)
 
     def assignment_scores(self, model: PairsModel, x: Tensor) -> Tensor:
         return -self.pair_losses(model, x)

@@ -15,6 +15,9 @@ pair ``i`` (encoder ``D-500-100-10``, decoder ``10-100-500-D``) is a VAE with a 
   autoencoder (``init=ae``, the authors' code), k-means on its codes, then pair ``i`` pretrained
   on cluster ``i``'s points (the same masked loss with the assignment held fixed).
 - All k pairs are one module (:mod:`deepcluster_cli.nn.batched`): one batched product per layer.
+- A training step scores all k pairs without autograd to find each row's winner, then runs
+  every row through its winning pair alone with autograd (pretraining: its assigned pair), so
+  forward and backward with gradients cost one pair per row, not k.
 - Generation: ``z ~ N(0, I)`` into decoder ``i`` gives a sample of cluster ``i``.
 
 The k-DAE ablation (plain autoencoders, reconstruction norm) is :mod:`.kdae`; it shares the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -98,6 +102,7 @@ class Config(PairFields):
 
 
 # --- the maths, per pair and row: tensors are (k, batch, ...) ------------------------------
+# (or (batch, ...) with one pair per row: the winner-only pass, see PairsModel)
 
 
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
@@ -123,7 +128,8 @@ def hard_min_loss(losses: Tensor) -> tuple[Tensor, Tensor]:
     """``mean_x min_i losses_i(x)`` and the winning pair of every row: (k, batch) -> (), (batch,).
 
     With ``losses = -ELBO`` this is the hard-max ELBO objective; with the reconstruction norm,
-    k-DAE's. The min routes the gradient of a row to its winning pair only."""
+    k-DAE's. The min routes the gradient of a row to its winning pair only, which is why
+    :meth:`PairsMethod.hard_max_loss` can evaluate the winners alone with autograd."""
     best, winners = losses.min(0)
     return best.mean(), winners
 
@@ -132,7 +138,8 @@ def assigned_pair_loss(losses: Tensor, assignment: Tensor) -> Tensor:
     """Mean over rows of ``losses[assignment[b], b]``: (k, batch), (batch,) -> scalar.
 
     With the initial clusters as ``assignment`` it pretrains pair i on cluster i's rows, all k
-    pairs in one step: the hard-min loss with the winners held fixed."""
+    pairs in one step: the hard-min loss with the winners held fixed. Training computes it
+    with each row through its assigned pair alone (:meth:`PairsMethod.assigned_loss`)."""
     return losses.gather(0, assignment.unsqueeze(0)).mean()
 
 
@@ -153,6 +160,10 @@ class PairsModel(nn.Module):
     log-variance), ``sigmoid`` or ``linear`` (plain autoencoders, k-DAE). Buffers filled after
     training: ``cluster_weights`` (k,) (share of training rows per cluster) and
     ``code_centroids`` (k, latent) (mean code of each cluster's rows in its own pair).
+
+    Every pair on every row: ``x`` (batch, D) gives (k, batch, ...) tensors. With ``counts``
+    (k plain ints), each row through one pair only: ``x`` (batch, D) holds the rows sorted by
+    pair, ``counts[i]`` of them for pair ``i``, and the tensors are (batch, ...).
     """
 
     def __init__(
@@ -188,33 +199,41 @@ class PairsModel(nn.Module):
         self.register_buffer("cluster_weights", torch.full((k,), 1.0 / k))  # (k,)
         self.register_buffer("code_centroids", torch.zeros(k, d))  # (k, d)
 
-    def encode_stats(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def encode_stats(
+        self, x: Tensor, counts: Sequence[int] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """x (batch, D) -> mu (k, batch, d), logvar (k, batch, d) or None (plain AE)."""
-        h = self.code_head(self.act(self.encoder(x)))
+        h = self._layer(self.code_head, self.act(self.encoder(x, counts)), counts)
         if not self.variational:
             return h, None
         mu, logvar = h.split(self.latent, dim=-1)
         return mu, logvar.clamp(ENCODER_LOGVAR_MIN, ENCODER_LOGVAR_MAX)
 
-    def decode(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+    def decode(
+        self, z: Tensor, counts: Sequence[int] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """z (k, batch, d) -> decoder output (k, batch, D) and, Gaussian, its log-variance."""
-        out = self.out_head(self.act(self.decoder(z)))
+        out = self._layer(self.out_head, self.act(self.decoder(z, counts)), counts)
         if self.output != "gaussian":
             return out, None
         mean, logvar = out.chunk(2, dim=-1)
         return mean, logvar.clamp(DECODER_LOGVAR_MIN, DECODER_LOGVAR_MAX)
 
-    def log_likelihood(self, z: Tensor, x: Tensor) -> Tensor:
+    def log_likelihood(self, z: Tensor, x: Tensor, counts: Sequence[int] | None = None) -> Tensor:
         """``log p_i(x | z_i)`` for every pair: z (k, batch, d), x (batch, D) -> (k, batch)."""
-        out, logvar = self.decode(z)
+        out, logvar = self.decode(z, counts)
         if self.output == "bernoulli":
             return bernoulli_log_likelihood(out, x)
         return gaussian_log_likelihood(out, logvar, x)
 
-    def data_mean(self, z: Tensor) -> Tensor:
+    def data_mean(self, z: Tensor, counts: Sequence[int] | None = None) -> Tensor:
         """Decoded rows in data space: z (k, n, d) -> (k, n, D)."""
-        out, _ = self.decode(z)
+        out, _ = self.decode(z, counts)
         return torch.sigmoid(out) if self.output in ("bernoulli", "sigmoid") else out
+
+    @staticmethod
+    def _layer(layer: BatchedLinear, h: Tensor, counts: Sequence[int] | None) -> Tensor:
+        return layer(h) if counts is None else layer.grouped(h, counts)
 
 
 # --- initialisation ------------------------------------------------------------------------
@@ -298,9 +317,24 @@ class PairsMethod(Method, ABC):
     def output_kind(self, cfg: PairFields, x: Tensor) -> str: ...
 
     @abstractmethod
-    def pair_losses(self, model: PairsModel, x: Tensor) -> Tensor:
-        """Training loss of every pair on every row (stochastic for a VAE): (k, batch)."""
+    def pair_losses(
+        self,
+        model: PairsModel,
+        x: Tensor,
+        *,
+        noise: Tensor | None = None,
+        counts: Sequence[int] | None = None,
+    ) -> Tensor:
+        """Training loss of every pair on every row (stochastic for a VAE): (k, batch).
+
+        ``noise``: the VAE's reparameterisation draw (k, batch, d), drawn here when None. With
+        ``counts`` (rows of ``x`` sorted by pair, see :class:`PairsModel`) the loss of each row
+        in its own pair only: noise (batch, d) -> (batch,)."""
         ...
+
+    def draw_noise(self, model: PairsModel, x: Tensor) -> Tensor | None:
+        """The noise of one training step for every pair and row, or None (deterministic)."""
+        return None
 
     @abstractmethod
     def assignment_scores(self, model: PairsModel, x: Tensor) -> Tensor:
@@ -321,12 +355,10 @@ class PairsMethod(Method, ABC):
         ).to(x.device)
 
         def pretrain_loss(rows: Tensor, idx: Tensor) -> dict[str, Tensor]:
-            loss = assigned_pair_loss(self.pair_losses(model, rows), assignment[idx])
-            return {"loss": loss}
+            return {"loss": self.assigned_loss(model, rows, assignment[idx])}
 
         def hard_max_loss(rows: Tensor, idx: Tensor) -> dict[str, Tensor]:
-            loss, _ = hard_min_loss(self.pair_losses(model, rows))  # over (k, batch)
-            return {"loss": loss}
+            return {"loss": self.hard_max_loss(model, rows)}
 
         common = dict(params=list(model.parameters()), batch_size=cfg.batch_size, lr=cfg.lr)
         if cfg.pair_pretrain_epochs:
@@ -345,6 +377,34 @@ class PairsMethod(Method, ABC):
             )
         self.store_cluster_statistics(model, x)
         return model
+
+    def hard_max_loss(self, model: PairsModel, x: Tensor) -> Tensor:
+        """``hard_min_loss(pair_losses(model, x))``, with gradients for the winners only.
+
+        Pass 1 scores all k pairs without autograd and picks each row's winner, by the same
+        rule (:func:`hard_min_loss`); pass 2 recomputes each row's loss in its winning pair
+        alone, with autograd. Same loss and gradients (the min's gradient reaches the winner
+        only) at one pair per row, not k, for the forward and backward with gradients. Both
+        passes use one noise draw, so each row's ``z_i`` in pass 2 is the one that won pass 1.
+        """
+        noise = self.draw_noise(model, x)  # (k, batch, d) or None
+        with torch.no_grad():
+            _, winners = hard_min_loss(self.pair_losses(model, x, noise=noise))  # (batch,)
+        return self.assigned_loss(model, x, winners, noise=noise)
+
+    def assigned_loss(
+        self, model: PairsModel, x: Tensor, assignment: Tensor, *, noise: Tensor | None = None
+    ) -> Tensor:
+        """``assigned_pair_loss(pair_losses(model, x), assignment)``, evaluating each row in its
+        assigned pair only. ``noise`` (k, batch, d): drawn here (all k pairs, as
+        ``pair_losses`` would, so a seed gives the same draws) when the method has one."""
+        if noise is None:
+            noise = self.draw_noise(model, x)
+        order = assignment.argsort(stable=True)  # (batch,): rows grouped by pair
+        # the only host read of a step: split sizes must be plain ints
+        counts = torch.bincount(assignment, minlength=model.k).tolist()
+        own_noise = None if noise is None else noise[assignment[order], order]  # (batch, d)
+        return self.pair_losses(model, x[order], noise=own_noise, counts=counts).mean()
 
     @torch.no_grad()
     def store_cluster_statistics(self, model: PairsModel, x: Tensor) -> None:
@@ -451,10 +511,23 @@ class KDVAE(PairsMethod):
             return cfg.likelihood
         return "bernoulli" if bool((x.min() >= 0) & (x.max() <= 1)) else "gaussian"
 
-    def pair_losses(self, model: PairsModel, x: Tensor) -> Tensor:
-        mu, logvar = model.encode_stats(x)  # (k, batch, d)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
-        return -elbo(model.log_likelihood(z, x), mu, logvar)  # (k, batch)
+    def pair_losses(
+        self,
+        model: PairsModel,
+        x: Tensor,
+        *,
+        noise: Tensor | None = None,
+        counts: Sequence[int] | None = None,
+    ) -> Tensor:
+        mu, logvar = model.encode_stats(x, counts)  # (k, batch, d); with counts (batch, d)
+        if noise is None:
+            noise = torch.randn_like(mu)
+        z = mu + noise * torch.exp(0.5 * logvar)  # reparameterisation
+        return -elbo(model.log_likelihood(z, x, counts), mu, logvar)  # (k, batch) or (batch,)
+
+    def draw_noise(self, model: PairsModel, x: Tensor) -> Tensor:
+        # what pair_losses's randn_like(mu) draws: same shape, so the same values for a seed
+        return torch.randn(model.k, len(x), model.latent, device=x.device, dtype=x.dtype)
 
     def assignment_scores(self, model: PairsModel, x: Tensor) -> Tensor:
         mu, logvar = model.encode_stats(x)

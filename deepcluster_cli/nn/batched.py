@@ -6,6 +6,10 @@ autograd graphs; here each layer is one batched product over a ``(k, batch, widt
 The first layer of an encoder sees the same rows for every network, so it is a single
 ``(batch, D) @ (D, k * width)`` product (:meth:`BatchedLinear.shared`).
 
+Where each row needs one network only (the winning pair of a hard-max loss), evaluating all k
+wastes k - 1 networks' forward and backward; :meth:`BatchedLinear.grouped` runs every network
+on its own rows alone (rows sorted by network, one product per network and layer).
+
 Each of the k slices is initialised exactly like a fresh ``nn.Linear`` (uniform in
 ``+-1/sqrt(fan_in)``), and :meth:`BatchedLinear.from_linears` stacks existing modules, so a
 batched network and a loop of separate modules with the same weights agree numerically.
@@ -17,6 +21,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepcluster_cli.nn.mlp import activation
@@ -49,6 +54,21 @@ class BatchedLinear(nn.Module):
         y = torch.addmm(self.bias.reshape(-1), x, w.t())  # (batch, k * out)
         return y.view(len(x), self.k, self.d_out).transpose(0, 1)
 
+    def grouped(self, x: Tensor, counts: Sequence[int]) -> Tensor:
+        """Rows sorted by network, each through its own layer only: the first ``counts[0]`` rows
+        of ``x`` (n, in) through layer 0, the next ``counts[1]`` through layer 1, ... -> (n, out).
+
+        Forward and backward cost one layer per row, not k. ``counts``: k plain ints."""
+        # unbind, not weight[i]: its backward stacks the k slices' gradients into one (k, out,
+        # in) tensor (zeros where a layer got no rows), where indexing would add k full-size ones
+        weights, biases = self.weight.unbind(0), self.bias.unbind(0)
+        parts = [
+            F.linear(rows, weights[i], biases[i])
+            for i, rows in enumerate(x.split(list(counts)))
+            if len(rows)
+        ]
+        return torch.cat(parts)  # (n, out)
+
     @classmethod
     def from_linears(cls, linears: Sequence[nn.Linear]) -> BatchedLinear:
         """Stack k ``nn.Linear`` modules of one shape into a batched layer (weights copied)."""
@@ -67,7 +87,8 @@ class BatchedMLP(nn.Module):
     """k MLPs ``dims[0] -> ... -> dims[-1]``; ``act`` after every layer but the last.
 
     Input (batch, dims[0]) shared by all k networks, or (k, batch, dims[0]) one slice each;
-    output (k, batch, dims[-1]).
+    output (k, batch, dims[-1]). With ``counts`` (see :meth:`BatchedLinear.grouped`): input
+    (n, dims[0]) rows sorted by network, each row through its own network only -> (n, dims[-1]).
     """
 
     def __init__(self, k: int, dims: Sequence[int], *, act: str = "relu"):
@@ -78,9 +99,12 @@ class BatchedMLP(nn.Module):
         )
         self.act = activation(act)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, counts: Sequence[int] | None = None) -> Tensor:
         for i, layer in enumerate(self.layers):
-            x = layer.shared(x) if x.ndim == 2 else layer(x)
+            if counts is not None:
+                x = layer.grouped(x, counts)
+            else:
+                x = layer.shared(x) if x.ndim == 2 else layer(x)
             if i < len(self.layers) - 1:
                 x = self.act(x)
         return x

@@ -1,8 +1,11 @@
 """Benchmark: k-DVAE's k encoder/decoder pairs as one batched module vs a Python loop.
 
 Not a test (pytest does not collect ``bench_*.py``). Times forward + backward of the hard-max
-ELBO on one batch, for the batched pairs (:class:`PairsModel`, one ``bmm`` per layer) and for
-k separate ``nn.Sequential`` VAEs with the same weights, and prints the speed-up::
+ELBO on one batch, for the batched pairs (:class:`PairsModel`, one ``bmm`` per layer, autograd
+through all k pairs), for k separate ``nn.Sequential`` VAEs with the same weights, and for the
+step training runs (``KDVAE.hard_max_loss``: all k pairs scored without autograd, then each row
+through its winning pair alone with autograd), and prints the speed-ups. The three step kinds
+take turns, one step each per round, so a change in the machine's load hits them alike::
 
     .venv/bin/python tests/bench/bench_batched.py --threads 1
     .venv/bin/python tests/bench/bench_batched.py --threads 2 --features 64 --arch 32,16
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepcluster_cli.methods import get_method
 from deepcluster_cli.methods.kdvae import PairsModel, hard_min_loss
 from deepcluster_cli.nn.mlp import kl_standard_normal
 
@@ -57,14 +61,17 @@ def looped_loss(pairs, x: torch.Tensor, eps: torch.Tensor, latent: int) -> torch
     return hard_min_loss(-torch.stack(elbos))[0]
 
 
-def time_it(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def time_in_turns(fns: list, repeats: int) -> list[float]:
+    """Median seconds of each function, called in turns (one call of each per round)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
+        fn()  # warm-up
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, own in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            own.append(time.perf_counter() - t0)
+    return [statistics.median(own) for own in times]
 
 
 def main() -> None:
@@ -90,6 +97,7 @@ def main() -> None:
         variational=True,
     )
     pairs = looped_copy(model)
+    kdvae = get_method("kdvae")
     x = torch.rand(args.batch, args.features)
     eps = torch.randn(k, args.batch, d)
 
@@ -106,6 +114,10 @@ def main() -> None:
             dec.zero_grad(set_to_none=True)
         looped_loss(pairs, x, eps, d).backward()
 
+    def winner_only_step():  # what training runs; draws its own noise, (k, batch, d) per step
+        model.zero_grad(set_to_none=True)
+        kdvae.hard_max_loss(model, x).backward()
+
     # the two compute the same loss (same weights, same noise)
     with torch.no_grad():
         mu, logvar = model.encode_stats(x)
@@ -113,13 +125,24 @@ def main() -> None:
         a = hard_min_loss(-(model.log_likelihood(z, x) - kl_standard_normal(mu, logvar)))[0]
         b = looped_loss(pairs, x, eps, d)
     assert torch.allclose(a, b, rtol=1e-4), (a, b)
+    torch.manual_seed(1)  # the winner-only step draws the same noise as eps here
+    eps_again = torch.randn_like(eps)
+    torch.manual_seed(1)
+    c = kdvae.hard_max_loss(model, x).detach()
+    with torch.no_grad():
+        z = mu + eps_again * torch.exp(0.5 * logvar)
+        a = hard_min_loss(-(model.log_likelihood(z, x) - kl_standard_normal(mu, logvar)))[0]
+    assert torch.allclose(a, c, rtol=1e-4), (a, c)
 
-    t_batched = time_it(batched_step, args.repeats)
-    t_looped = time_it(looped_step, args.repeats)
+    t_batched, t_looped, t_winner = time_in_turns(
+        [batched_step, looped_step, winner_only_step], args.repeats
+    )
+    # "speed-up" first: run.py reads the looped / batched figure from it
     print(
-        f"k={k} batch={args.batch} D={args.features} arch={args.arch} threads={args.threads}: "
-        f"batched {t_batched * 1e3:.1f} ms, looped {t_looped * 1e3:.1f} ms, "
-        f"speed-up {t_looped / t_batched:.2f}x"
+        f"k={k} batch={args.batch} D={args.features} arch={args.arch} threads={args.threads} "
+        f"steps={args.repeats}: batched {t_batched * 1e3:.1f} ms, looped {t_looped * 1e3:.1f} ms, "
+        f"speed-up {t_looped / t_batched:.2f}x; winner-only {t_winner * 1e3:.1f} ms, "
+        f"{t_batched / t_winner:.2f}x faster than batched, {t_looped / t_winner:.2f}x than looped"
     )
 
 

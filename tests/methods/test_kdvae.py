@@ -126,6 +126,99 @@ def test_pretraining_loss_gives_gradient_only_to_the_assigned_pair():
     assert model.out_head.weight.grad[0].abs().max() > 0
 
 
+# (method, decoder output) of every pairs model: the winner-only pass must match each
+PAIR_KINDS = [
+    ("kdvae", "bernoulli"),
+    ("kdvae", "gaussian"),
+    ("kdae", "sigmoid"),
+    ("kdae", "linear"),
+]
+
+
+def _pairs3(name, output, *, dead_pair=False):
+    """k=3 pairs on 9 rows. Pair i's decoder is led to output level i (0.1, 0.5, 0.9) and the
+    rows lie near the levels, so each pair wins the rows near its own level; ``dead_pair``:
+    no row near 0.9, so pair 2 wins none."""
+    torch.manual_seed(0)
+    model = PairsModel(
+        5,
+        3,
+        pair_arch=(6, 4),
+        pair_latent=2,
+        activation_name="relu",
+        output=output,
+        variational=name == "kdvae",
+    )
+    levels = torch.tensor([0.1, 0.5, 0.9])
+    as_output = levels.logit() if output in ("bernoulli", "sigmoid") else levels
+    with torch.no_grad():
+        model.out_head.weight.mul_(0.1)  # the code still matters, the level more
+        model.out_head.bias.zero_()
+        model.out_head.bias[:, :5] = as_output.unsqueeze(1)  # gaussian: mean, logvar 0
+    near = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 0] if dead_pair else [0, 1, 2] * 3)
+    return model, get_method(name), levels[near].unsqueeze(1) + 0.05 * torch.rand(9, 5)
+
+
+def _loss_and_grads(model, loss_fn):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the same reparameterisation draw for both paths
+    loss = loss_fn()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("dead_pair", [False, True], ids=["all-pairs-win", "pair-2-wins-none"])
+@pytest.mark.parametrize(("name", "output"), PAIR_KINDS)
+def test_winner_only_hard_max_loss_equals_the_k_pair_loss_and_every_gradient(
+    name, output, dead_pair
+):
+    model, m, x = _pairs3(name, output, dead_pair=dead_pair)
+    full, full_grads = _loss_and_grads(model, lambda: hard_min_loss(m.pair_losses(model, x))[0])
+    fast, fast_grads = _loss_and_grads(model, lambda: m.hard_max_loss(model, x))
+    torch.testing.assert_close(fast, full)
+    for param in full_grads:
+        torch.testing.assert_close(fast_grads[param], full_grads[param], msg=param)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        _, winners = hard_min_loss(m.pair_losses(model, x))
+    wins = torch.bincount(winners, minlength=3)
+    if dead_pair:
+        assert wins[2] == 0
+        for param, grad in fast_grads.items():
+            assert grad[2].abs().max() == 0, param  # a pair that wins no row gets no gradient
+    else:
+        assert bool((wins > 0).all())
+
+
+@pytest.mark.parametrize(("name", "output"), PAIR_KINDS)
+def test_pretraining_through_the_assigned_pair_alone_equals_the_gathered_k_pair_loss(name, output):
+    model, m, x = _pairs3(name, output)
+    assignment = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0, 1])  # pair 2 owns no row
+    full, full_grads = _loss_and_grads(
+        model, lambda: assigned_pair_loss(m.pair_losses(model, x), assignment)
+    )
+    fast, fast_grads = _loss_and_grads(model, lambda: m.assigned_loss(model, x, assignment))
+    torch.testing.assert_close(fast, full)
+    for param in full_grads:
+        torch.testing.assert_close(fast_grads[param], full_grads[param], msg=param)
+        assert fast_grads[param][2].abs().max() == 0, param
+
+
+def test_grouped_pairs_give_each_row_what_all_pairs_give_it_in_its_own_pair():
+    model, _, x = _pairs3("kdvae", "gaussian")
+    pairs = torch.tensor([2, 0, 2, 1, 0, 2, 2])
+    order = pairs.argsort(stable=True)
+    counts = torch.bincount(pairs, minlength=3).tolist()  # [2, 1, 4]
+    mu_all, logvar_all = model.encode_stats(x)  # (k, batch, d)
+    mu, logvar = model.encode_stats(x[order], counts)  # (batch, d), rows sorted by pair
+    torch.testing.assert_close(mu, mu_all[pairs[order], order])
+    torch.testing.assert_close(logvar, logvar_all[pairs[order], order])
+    mean_all, var_all = model.decode(mu_all)  # decoder i on z_i for every row
+    mean, var = model.decode(mu, counts)
+    torch.testing.assert_close(mean, mean_all[pairs[order], order])
+    torch.testing.assert_close(var, var_all[pairs[order], order])
+
+
 def test_gaussian_decoder_log_variance_is_clamped():
     model = _pairs(output="gaussian")
     with torch.no_grad():
