@@ -145,6 +145,8 @@ def all_gather_rows(t: Tensor) -> Tensor:
     dist.all_gather(counts, n)
     sizes = [int(c.item()) for c in counts]
     most = max(sizes)
+    if most == 0:  # nothing anywhere (fewer rows than ranks, all empty)
+        return t
     padded = t.new_zeros((most, *t.shape[1:]))
     padded[: len(t)] = t
     parts = [torch.empty_like(padded) for _ in range(w.size)]
@@ -181,7 +183,9 @@ class GradientSync:
         self.sizes = [p.numel() for p in params]
         self.total = sum(self.sizes)
         first = params[0] if params else torch.zeros(0)
-        self.buffer = torch.zeros(self.total + len(params) + 1, device=first.device)
+        self.buffer = torch.zeros(
+            self.total + len(params) + 1, device=first.device, dtype=first.dtype
+        )
 
     def __call__(self, weight: float, stop: bool) -> bool:
         """Average the gradients into every rank; True when any rank asked to stop."""
