@@ -167,11 +167,11 @@ class Trainer:
     ) -> dict[str, Tensor]:
         sums: dict[str, Tensor] = {}
         steps = 0
+        if stage.reduction not in ("mean", "sum"):
+            raise UsageError(f"stage {stage.name}: reduction must be mean or sum")
         sync = None
         if distributed.world().active:
             sync = distributed.GradientSync([p for g in opt.param_groups for p in g["params"]])
-            if stage.reduction not in ("mean", "sum"):
-                raise UsageError(f"stage {stage.name}: reduction must be mean or sum")
         for idx in self.batches(stage):
             weight = self.batch_share if stage.reduction == "mean" else 1.0
             rows = stage.batch_rows(idx) if stage.batch_rows else self.data[idx]
@@ -282,7 +282,7 @@ class Trainer:
                     raise self._stop(index, epoch, model, opt, good if averaging else None)
                 out_of_time = self.deadline is not None and time.monotonic() > self.deadline
                 if distributed.world().active:
-                    # the epoch's figures averaged over the ranks, and one decision on time
+                    # the epoch's figures of the global batches, and one decision on time
                     means, out_of_time = self._reduce_epoch(means, out_of_time)
                 # the one host sync of the epoch
                 values = torch.stack(list(means.values())).tolist() if means else []
