@@ -1,5 +1,6 @@
 """DCN: hard assignments (Eq. 13), the k-means term, the count-based centroid update (Eq. 14)
-folded per batch, the after-step hook, and a CLI round trip."""
+folded per batch, the after-step hook, the authors' periodic k-means from the current
+centroids and stored assignments, and a CLI round trip."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import torch
 from torch.testing import assert_close
 
 from deepcluster_cli.errors import UsageError
-from deepcluster_cli.methods.dcn import Config, hard_assignment, kmeans_loss, update_centroids
+from deepcluster_cli.methods.dcn import (
+    Config,
+    hard_assignment,
+    kmeans_loss,
+    lloyd,
+    update_centroids,
+)
 
 
 def test_hard_assignment_picks_the_nearest_centroid():
@@ -74,7 +81,84 @@ def test_counts_accumulate_over_training_and_centroids_follow_the_codes(blobs):
     assert res.model.counts.sum().item() == pytest.approx(3 * 1.0 + epochs * n)
 
 
-@pytest.mark.parametrize("bad", [{"lam": -1.0}, {"count_init": 0.0}, {"optimizer": "lbfgs"}])
+def test_lloyd_starts_from_the_given_centroids():
+    z = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    # converges to the two means, each centroid keeping its own index
+    assert_close(lloyd(z, torch.tensor([[2.0], [8.0]])), torch.tensor([[0.5], [10.5]]))
+    assert_close(lloyd(z, torch.tensor([[9.0], [3.0]])), torch.tensor([[10.5], [0.5]]))
+
+
+def _scaled(blobs):
+    x, _ = blobs
+    return (x - x.min(0)) / (x.max(0) - x.min(0))
+
+
+def _centroid_gap(model, x) -> float:
+    """Largest distance between a centroid and the mean of the codes nearest to it."""
+    with torch.no_grad():
+        z = model.ae.encode(torch.as_tensor(x))
+    s = hard_assignment(z, model.centroids)
+    gaps = [(z[s == k].mean(0) - model.centroids[k]).norm() for k in s.unique()]
+    return float(torch.stack(gaps).max())
+
+
+@pytest.mark.parametrize("every, at_the_means", [(5, True), (0, False)])
+def test_kmeans_after_the_last_epoch_puts_the_centroids_at_the_means(blobs, every, at_the_means):
+    from deepcluster_cli.methods.dcn import METHOD
+    from deepcluster_cli.pipeline import fit
+
+    x = _scaled(blobs)
+    settings = dict(METHOD.test_settings, epochs=5, kmeans_every=every)
+    res = fit(x, method="dcn", n_clusters=3, layers=[("test", settings)], seed=0)
+    # with the authors' k-means every 5 epochs (so also after epoch 5) each centroid is the
+    # mean of its codes; the running means of Eq. 14 alone lag behind the moving codes
+    assert (_centroid_gap(res.model, x) < 1e-4) is at_the_means
+
+
+def test_periodic_kmeans_keeps_the_counts(blobs):
+    from deepcluster_cli.methods.dcn import METHOD
+    from deepcluster_cli.pipeline import fit
+
+    x = _scaled(blobs)
+    settings = dict(METHOD.test_settings, count_init=1.0, kmeans_every=2)
+    res = fit(x, method="dcn", n_clusters=3, layers=[("test", settings)], seed=0)
+    assert res.model.counts.sum().item() == pytest.approx(3 * 1.0 + settings["epochs"] * len(x))
+
+
+@pytest.mark.parametrize("mode, per_step", [("stored", 1), ("nearest", 2)])
+def test_stored_assignments_are_not_recomputed_for_the_network_step(
+    blobs, monkeypatch, mode, per_step
+):
+    import deepcluster_cli.methods.dcn as dcn
+
+    calls = []
+
+    def counted(z, centroids):
+        calls.append(len(z))
+        return hard_assignment(z, centroids)
+
+    monkeypatch.setattr(dcn, "hard_assignment", counted)
+    from deepcluster_cli.pipeline import fit
+
+    x = _scaled(blobs)
+    settings = dict(dcn.METHOD.test_settings, kmeans_every=0, assignments=mode)
+    fit(x, method="dcn", n_clusters=3, layers=[("test", settings)], seed=0)
+    steps = settings["epochs"] * -(-len(x) // settings["batch_size"])
+    # one for the initial labels, then per step: the centroid step (and, when "nearest",
+    # the network step)
+    assert len(calls) == 1 + per_step * steps
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lam": -1.0},
+        {"count_init": 0.0},
+        {"optimizer": "lbfgs"},
+        {"kmeans_every": -1},
+        {"assignments": "soft"},
+    ],
+)
 def test_invalid_settings_are_usage_errors(bad):
     with pytest.raises(UsageError):
         Config(**bad).validate()
