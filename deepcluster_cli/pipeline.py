@@ -55,6 +55,13 @@ def check_n_clusters(k: int, n_rows: int) -> None:
         raise UsageError(f"-k {k}: more clusters than rows ({n_rows})")
 
 
+def check_pretrained_used(m: Method, cfg: Any, given: bool) -> None:
+    """Refuse an autoencoder the method would not read, rather than ignore it."""
+    why = m.pretrained_unused(cfg) if given else None
+    if why:
+        raise UsageError(f"--pretrained would be ignored: {why}; drop it")
+
+
 def fit(
     x: np.ndarray,
     *,
@@ -75,6 +82,7 @@ def fit(
     m = get_method(method)
     cfg = config if config is not None else build_config(m.Config, layers or [])
     check_n_clusters(n_clusters, len(x))
+    check_pretrained_used(m, cfg, pretrained is not None)
     if restarts < 1:
         raise UsageError("--restarts must be at least 1")
     select = select or m.selection[0]

@@ -104,7 +104,7 @@ def train(
     from deepcluster_cli.errors import UsageError
     from deepcluster_cli.io import LabelWriter, Scaler, check_schema
     from deepcluster_cli.methods import get_method
-    from deepcluster_cli.pipeline import check_n_clusters, fit, save_model
+    from deepcluster_cli.pipeline import check_n_clusters, check_pretrained_used, fit, save_model
 
     toml = load_toml(config) if config else {}
     seed = pick(seed, toml, "seed", 0)
@@ -129,6 +129,7 @@ def train(
     }
     layers.append(("option", explicit))
     cfg = build_config(m.Config, layers)  # every setting is checked before any work
+    check_pretrained_used(m, cfg, pretrained is not None)
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
     table = read_features(

@@ -176,6 +176,11 @@ class Method:
     def fit(self, x: Tensor, cfg: Any, ctx: FitContext) -> nn.Module:
         raise UsageError(f"method {self.name} cannot be trained")
 
+    def pretrained_unused(self, cfg: Any) -> str | None:
+        """Why a ``--pretrained`` autoencoder would go unused with ``cfg`` (``None``: it is
+        used). ``train`` refuses such a run rather than ignore the file it was given."""
+        return None
+
     def build(self, spec: dict) -> nn.Module:
         raise UsageError(f"method {self.name} cannot be rebuilt")
 

@@ -178,6 +178,11 @@ class CKM(Method):
         "shallow": {"shallow": True, "lr": 1e-2, "lr_decay_every": 10},
     }
 
+    def pretrained_unused(self, cfg: Config) -> str | None:
+        return (
+            "ckm with shallow=true trains only the centroids, on the input" if cfg.shallow else None
+        )
+
     def fit(self, x: Tensor, cfg: Config, ctx: FitContext) -> nn.Module:
         k = ctx.n_clusters
         if cfg.shallow:

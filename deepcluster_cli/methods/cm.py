@@ -195,6 +195,9 @@ class CM(Method):
         "pendigit": {"alpha": 13.0, "batch_size": 80},
     }
 
+    def pretrained_unused(self, cfg: Config) -> str | None:
+        return "cm is the shallow clustering module on the input features (cnet nests it in an autoencoder)"
+
     def fit(self, x: Tensor, cfg: Config, ctx: FitContext) -> nn.Module:
         model = CMModel(x.shape[1], ctx.n_clusters, cfg.alpha)
         if cfg.init == "kmeans++":

@@ -15,7 +15,8 @@ LeakyReLU(0.2), linear code and output layers. Adam(1e-3, betas (0.9, 0.999) as 
 Two starts (``--set start=random|pretrained``): ``random`` trains everything from scratch;
 ``pretrained`` takes the autoencoder (``--pretrained`` or pretrained here), initialises the CM by
 k-means on the codes (``W_dec`` = centroids, ``W_enc`` = its pseudo-inverse), trains the CM alone
-on ``L_CM`` (encoder frozen), then the whole network.
+on ``L_CM`` (encoder frozen), then the whole network. The default ``auto`` is ``pretrained``
+when ``--pretrained`` is given and ``random`` otherwise (the paper's headline start).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from deepcluster_cli.methods.cm import (
 from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, resolve_recon_loss
 
-STARTS = ("random", "pretrained")
+STARTS = ("auto", "random", "pretrained")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Config(AEFields):
     beta1: float = 0.9  # the authors' code (the paper prints 0.99)
     beta2: float = 0.999
     eps: float = 1e-3
-    start: str = "random"  # random | pretrained
+    start: str = "auto"  # auto (pretrained with --pretrained, else random) | random | pretrained
     cm_epochs: int = 100  # pretrained start: epochs of the CM alone on the frozen codes
     kmeans_n_init: int = 20  # pretrained start: k-means on the codes (the authors' n_init)
     average: bool = True  # the averaging epoch, over the whole network
@@ -75,7 +76,7 @@ class Config(AEFields):
         if self.alpha <= 0 or self.beta < 0 or self.lam < 0:
             raise UsageError("cnet: alpha must be positive, beta and lam non-negative")
         if self.start not in STARTS:
-            raise UsageError(f"cnet: start={self.start!r}; choose random or pretrained")
+            raise UsageError(f"cnet: start={self.start!r}; choose {', '.join(STARTS)}")
         if self.kmeans_n_init < 1:
             raise UsageError("cnet: kmeans_n_init must be at least 1")
 
@@ -168,12 +169,20 @@ class CNet(Method):
         "pendigit": {"alpha": 13.0, "beta": 0.5, "lam": 1.0, "batch_size": 80, "latent": 70},
     }
 
+    def pretrained_unused(self, cfg: Config) -> str | None:
+        if cfg.start == "random":
+            return "cnet with start=random trains its autoencoder from scratch (start=pretrained uses it)"
+        return None
+
     def fit(self, x: Tensor, cfg: Config, ctx: FitContext) -> nn.Module:
         k = ctx.n_clusters
         common = dict(
             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, batch_size=cfg.batch_size, lr=cfg.lr
         )
-        if cfg.start == "pretrained":
+        start = cfg.start
+        if start == "auto":
+            start = "pretrained" if ctx.pretrained is not None else "random"
+        if start == "pretrained":
             ae = ctx.autoencoder(x, cfg)
             model = CNetModel(ae, k, alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam).to(x.device)
             z = batched_apply(ae.encode, x)

@@ -62,6 +62,9 @@ class KMeansMethod(Method):
     generate_modes = ("centroids",)
     selection = ("loss",)
 
+    def pretrained_unused(self, cfg: Config) -> str | None:
+        return "kmeans clusters the input features, with no autoencoder"
+
     def fit(self, x: Tensor, cfg: Config, ctx: FitContext) -> nn.Module:
         model = CentroidModel(ctx.n_clusters, x.shape[1]).to(x.device)
         ctx.progress.info(f"k-means++ on {x.shape[0]} x {x.shape[1]} (n_init={cfg.n_init})")

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+from deepcluster_cli.engine.checkpoint import load_checkpoint
 from deepcluster_cli.methods.base import FitContext
 from deepcluster_cli.methods.cm import merging_e3, sparsity_e2
 from deepcluster_cli.methods.cnet import METHOD, Config, cnet_losses
@@ -40,6 +41,14 @@ def _fit(x, **settings):
     torch.manual_seed(0)
     model = METHOD.fit(trainer.data, Config(**{**SMALL, **settings}), ctx)
     return model, trainer
+
+
+def test_auto_start_is_random_without_an_autoencoder_and_pretrained_with_one(blobs):
+    _, trainer = _fit(blobs[0], epochs=1, average=False)  # start=auto, nothing given
+    assert [s.name for s in trainer.stages] == ["cnet"]
+    assert METHOD.pretrained_unused(Config(start="random"))
+    assert METHOD.pretrained_unused(Config()) is None  # auto reads --pretrained
+    assert METHOD.pretrained_unused(Config(start="pretrained")) is None
 
 
 def test_random_start_is_a_leaky_relu_autoencoder_with_linear_code_and_output(blobs):
@@ -132,8 +141,6 @@ def test_cli_pretrained_start_round_trip_and_generation(cli, blobs_csv, tmp_path
         "--pretrained",
         ae,
         "--set",
-        "start=pretrained",
-        "--set",
         "cm_epochs=3",
         "--set",
         "kmeans_n_init=2",
@@ -150,6 +157,26 @@ def test_cli_pretrained_start_round_trip_and_generation(cli, blobs_csv, tmp_path
         "--quiet",
     )
     assert r.exit_code == 0, r.stderr
+    # start=auto with --pretrained is the pretrained start: the CM alone first, then cnet
+    stages = [row["stage"] for row in load_checkpoint(str(model)).history]
+    assert stages[0] == "cm" and stages[-1] == "cnet"
+    # an autoencoder the run would not read is refused, not ignored
+    for extra in (["-m", "cnet", "--set", "start=random"], ["-m", "kmeans"]):
+        r = cli(
+            "train",
+            blobs_csv,
+            "--label-column",
+            "label",
+            "-k",
+            3,
+            "--pretrained",
+            ae,
+            *extra,
+            "-o",
+            tmp_path / "x.pt",
+        )
+        assert r.exit_code == 2 and "--pretrained would be ignored" in r.stderr, r.stderr
+        assert not (tmp_path / "x.pt").exists()
     r = cli("assign", model, blobs_csv, "--label-column", "label", "-o", tmp_path / "a.csv")
     assert r.exit_code == 0, r.stderr
     a, t = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "train.csv")
