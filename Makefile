@@ -6,7 +6,7 @@ DEMO   := demo-out
 TORCH  := torch==2.13.0
 COLS   := --id-column image_id --label-column label
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install demo test test-all lint format bench results clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,19 @@ bench: install
 	-$(BIN)/python -m pip install -q --disable-pip-version-check "torchvision==0.28.0" -e '.[bench]' $(TORCH)
 	$(BIN)/python tests/bench/run.py $(if $(BENCH_THREADS),--threads $(BENCH_THREADS)) \
 		$(if $(filter-out 0,$(BENCH_QUICK)),--quick)
+
+# The results table -> docs/results/table.md (tests/results/run.py): every method over seeds
+# on the real data sets (~/.cache/deepcluster-data, `python ../shared/data/fetch.py`), beside
+# the papers and ClustPy. Runs are stored in ~/.cache/deepcluster-results and resumed.
+# RESULTS_SETS=digits,mnist10k,fmnist (default digits: about 2 hours on 2 cores),
+# RESULTS_SEEDS=0,1,2, RESULTS_METHODS=..., RESULTS_THREADS=N.
+RESULTS_SETS ?= digits
+RESULTS_SEEDS ?= 0,1,2
+results: install
+	-$(BIN)/python -m pip install -q --disable-pip-version-check "torchvision==0.28.0" -e '.[bench]' $(TORCH)
+	$(BIN)/python tests/results/run.py --sets $(RESULTS_SETS) --seeds $(RESULTS_SEEDS) --clustpy \
+		$(if $(RESULTS_METHODS),--methods $(RESULTS_METHODS)) \
+		$(if $(RESULTS_THREADS),--threads $(RESULTS_THREADS))
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
