@@ -268,6 +268,12 @@ def render(runs: dict[tuple, dict], work: Path) -> str:
             )
         lines += ["", "Commands (seed 0; other seeds change `--seed` and the file names):", ""]
         lines += ["```bash"]
+        first_cmd = shlex.split(min(rows, key=lambda r: r["seed"])["command"])
+        threads = first_cmd[first_cmd.index("--threads") + 1] if "--threads" in first_cmd else "1"
+        ae = [str(BIN / "deepcluster"), "pretrain", str(DATA / f"{name}.parquet")]
+        ae += ["--label-column", "label", "-o", str(work / name / "ae_s0.pt"), "--seed", "0"]
+        ae += ["--epochs", str(PRETRAIN_EPOCHS[name]), "--threads", threads, "-q"]
+        lines.append(sh(ae) + "   # the shared autoencoder")
         for method in order:
             first = [r for r in rows if r["method"] == method]
             if first:
@@ -276,7 +282,8 @@ def render(runs: dict[tuple, dict], work: Path) -> str:
     dates = sorted({r.get("date", "") for r in runs.values()} - {""})
     if dates:
         lines += [f"Runs dated {dates[0]} to {dates[-1]}; working files under `{work}`.", ""]
-    return "\n".join(lines).replace(str(Path.home()), "~")
+    text = "\n".join(lines).replace(f"{BIN}/", "").replace(f"{ROOT}/", "")
+    return text.replace(str(Path.home()), "~")
 
 
 def main() -> None:
@@ -324,7 +331,7 @@ def main() -> None:
     facts = machine()
     text = render(runner.done, work)
     text += f"Machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, "
-    text += f"Python {facts['python']}; `--threads {args.threads}`.\n"
+    text += f"Python {facts['python']}; threads as in each command.\n"
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 
