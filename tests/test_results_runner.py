@@ -43,14 +43,22 @@ class FakeCalls:
         return 2.0, ""
 
 
+ACC = {"kmeans": 0.79, "dec": 0.8, "dcn": 0.7}
+
+
+def run_all(module, work, *, threads=1, fail=frozenset(), seeds=(0, 1), methods=tuple(ACC)):
+    """A Runner over ``work`` with a stand-in ``deepcluster``; runs every (seed, method)."""
+    runner = module.Runner(work, threads=threads, dry=False)
+    runner.call = calls = FakeCalls(ACC, fail=fail)
+    for seed in seeds:
+        for method in methods:
+            runner.run("digits", seed, method)
+    return runner, calls
+
+
 def test_runs_render_resume_and_failures(run_module, tmp_path):
     work = tmp_path / "work"
-    runner = run_module.Runner(work, threads=1, dry=False)
-    calls = FakeCalls({"kmeans": 0.79, "dec": 0.8, "dcn": 0.7}, fail={"dcn"})
-    runner.call = calls
-    for seed in (0, 1):
-        for method in ("kmeans", "dec", "dcn"):
-            runner.run("digits", seed, method)
+    runner, calls = run_all(run_module, work, fail={"dcn"})
 
     trains = [a for a in calls.argv if a[1] == "train"]
     assert len(trains) == 6
@@ -60,19 +68,11 @@ def test_runs_render_resume_and_failures(run_module, tmp_path):
     assert len([a for a in calls.argv if a[1] == "pretrain"]) == 2  # one AE per seed
 
     # a second runner reads the store: finished runs are not repeated, failed ones are
-    again = run_module.Runner(work, threads=1, dry=False)
-    calls2 = FakeCalls({"kmeans": 0.79, "dec": 0.8, "dcn": 0.7}, fail={"dcn"})
-    again.call = calls2
-    for seed in (0, 1):
-        for method in ("kmeans", "dec", "dcn"):
-            again.run("digits", seed, method)
+    again, calls2 = run_all(run_module, work, fail={"dcn"})
     assert {a[a.index("-m") + 1] for a in calls2.argv if a[1] == "train"} == {"dcn"}
 
     # a changed command (threads) runs again
-    third = run_module.Runner(work, threads=2, dry=False)
-    calls3 = FakeCalls({"kmeans": 0.79, "dec": 0.8, "dcn": 0.7})
-    third.call = calls3
-    third.run("digits", 0, "kmeans")
+    _, calls3 = run_all(run_module, work, threads=2, seeds=(0,), methods=("kmeans",))
     assert len([a for a in calls3.argv if a[1] == "train"]) == 1
 
     text = run_module.render(again.done, work)
