@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 RUNNER = Path(__file__).parent / "results" / "run.py"
@@ -91,3 +92,36 @@ def test_mean_std():
     assert module.mean_std([]) == "-"
     assert module.mean_std([0.5]) == "0.500"
     assert module.mean_std([0.4, 0.6]) == "0.500 ± 0.141"
+
+
+def test_text_set_uses_its_cluster_count_and_text_preset(run_module, tmp_path):
+    (run_module.DATA / "fortunes.parquet").write_bytes(b"")
+    runner = run_module.Runner(tmp_path / "work", threads=1, dry=False)
+    runner.call = FakeCalls(ACC)  # the shared autoencoder's pretrain
+    argv, _, settings = runner.train_argv("fortunes", 0, "repnet")
+    assert argv[argv.index("-k") + 1] == "8" and argv[argv.index("--preset") + 1] == "text"
+    cp, _, _ = runner.clustpy_argv("fortunes", 0, "DEC")
+    assert cp[cp.index("-k") + 1] == "8"
+    # the image sets keep the stored commands of earlier runs (ClustPy's default k is 10)
+    (run_module.DATA / "digits.parquet").write_bytes(b"")
+    assert "-k" not in runner.clustpy_argv("digits", 0, "DEC")[0]
+    # a capped setting other than epochs travels as --set and is named in the settings column
+    (run_module.DATA / "mnist10k.parquet").write_bytes(b"")
+    argv, _, settings = runner.train_argv("mnist10k", 0, "kdvae")
+    assert argv[argv.index("--set") + 1] == "init_epochs=50" and "init_epochs 50" in settings
+
+
+def test_text_data_builds_tfidf_classes_from_fortune_files(tmp_path):
+    spec = importlib.util.spec_from_file_location("text_data", RUNNER.parent / "text_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    words = {name: f"{name}word{name} other{name}" for name in module.CLASSES}
+    for k, name in enumerate(module.CLASSES):
+        entries = [f"{words[name]} number {i}\nsecond line" for i in range(3 + k)]
+        (tmp_path / name).write_text("\n%\n".join(entries) + "\n%\n")
+    x, y, vocab = module.build(tmp_path)
+    assert x.dtype.name == "float32" and x.shape == (len(y), len(vocab))
+    assert list(np.bincount(y)) == [3 + k for k in range(len(module.CLASSES))]
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    col = vocab.index("computerswordcomputers")
+    assert (x[:, col] > 0).tolist() == (y == 0).tolist()  # a class word marks its class only

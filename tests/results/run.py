@@ -20,7 +20,7 @@ With ``--clustpy`` (the ``bench`` extra), ClustPy's DEC, IDEC and DCN start from
 autoencoder weights (``tests/results/clustpy_run.py``), and its VaDE from its own VAE.
 
 Data: ``~/.cache/deepcluster-data/SET.parquet`` with a ``label`` column
-(``python ../shared/data/fetch.py``). Nothing is downloaded here.
+(``python ../shared/data/fetch.py``; the text set ``fortunes``: ``tests/results/text_data.py``). Nothing is downloaded here.
 """
 
 from __future__ import annotations
@@ -42,20 +42,28 @@ DATA = Path.home() / ".cache" / "deepcluster-data"
 BIN = Path(sys.executable).parent
 METHODS = "kmeans aekm ckm repnet cm cnet vade dgg kdvae kdae dec idec dcn".split()
 CLUSTPY = ("DEC", "IDEC", "DCN", "VaDE")
-SETS = ("digits", "mnist10k", "fmnist")
+SETS = ("digits", "mnist10k", "fmnist", "fortunes")
+# clusters per set (the classes); fortunes: the text set of tests/results/text_data.py
+CLUSTERS = {"digits": 10, "mnist10k": 10, "fmnist": 10, "fortunes": 8}
 
 # the preset a method uses on a data set, when it has one of that name
-PRESET = {"digits": "digits", "mnist10k": "mnist", "fmnist": "fmnist"}
+PRESET = {"digits": "digits", "mnist10k": "mnist", "fmnist": "fmnist", "fortunes": "text"}
 # presets measured to fail on a set, run with the method's defaults instead
 SKIP_PRESET: set[tuple[str, str]] = set()
 # autoencoder pretraining epochs per set: 200 on digits (1,797 rows = 7 steps per epoch);
 # ClustPy's 100 on the others
-PRETRAIN_EPOCHS = {"digits": 200, "mnist10k": 100, "fmnist": 100}
+PRETRAIN_EPOCHS = {"digits": 200, "mnist10k": 100, "fmnist": 100, "fortunes": 200}
 # epochs of the costly methods per set on this 2-core CPU (None: the method's own setting)
 SCHEDULE: dict[str, dict[str, int]] = {
     "digits": {"dgg": 50, "vade": 100, "cnet": 150},
     "mnist10k": {"dgg": 20, "vade": 50, "cnet": 50, "dec": 150, "idec": 150},
     "fmnist": {"dgg": 10, "vade": 50, "cnet": 150, "cm": 150},
+    "fortunes": {},
+}
+# other settings capped the same way (``--set KEY=VALUE``); kdvae's VaDE start as vade's epochs
+SETS_CAP: dict[str, dict[str, tuple[str, ...]]] = {
+    "mnist10k": {"kdvae": ("init_epochs=50",)},
+    "fmnist": {"kdvae": ("init_epochs=50",)},
 }
 SHALLOW = {"kmeans", "cm"}  # trained on the input, not from the autoencoder
 
@@ -108,7 +116,10 @@ class Runner:
     def data(self, name: str) -> Path:
         path = DATA / f"{name}.parquet"
         if not path.exists():
-            sys.exit(f"error: {path} is missing; run `python ../shared/data/fetch.py`")
+            build = (
+                "tests/results/text_data.py" if name == "fortunes" else "../shared/data/fetch.py"
+            )
+            sys.exit(f"error: {path} is missing; run `python {build}`")
         return path
 
     def call(self, argv: list[str]) -> tuple[float, str]:
@@ -139,7 +150,16 @@ class Runner:
         out = self.work / name / f"{method}_s{seed}"
         out.parent.mkdir(parents=True, exist_ok=True)
         argv = [str(BIN / "deepcluster"), "train", str(data), "--label-column", "label"]
-        argv += ["-m", method, "-k", "10", "--seed", str(seed), "--threads", str(self.threads)]
+        argv += [
+            "-m",
+            method,
+            "-k",
+            str(CLUSTERS[name]),
+            "--seed",
+            str(seed),
+            "--threads",
+            str(self.threads),
+        ]
         settings = []
         preset = PRESET[name]
         if (method, name) in SKIP_PRESET:
@@ -151,6 +171,9 @@ class Runner:
         if epochs is not None:
             argv += ["--epochs", str(epochs)]
             settings.append(f"{epochs} epochs")
+        for setting in SETS_CAP.get(name, {}).get(method, ()):
+            argv += ["--set", setting]
+            settings.append(setting.replace("=", " "))
         if method not in SHALLOW:
             argv += ["--pretrained", str(self.autoencoder(name, seed))]
         argv += ["-o", f"{out}.pt", "--labels", f"{out}.csv", "-q"]
@@ -160,6 +183,8 @@ class Runner:
         out = self.work / name / f"clustpy_{method}_s{seed}.csv"
         argv = [str(BIN / "python"), str(HERE / "clustpy_run.py"), method, str(self.data(name))]
         argv += ["--seed", str(seed), "--threads", str(self.threads), "-o", str(out)]
+        if CLUSTERS[name] != 10:  # clustpy_run.py's default; older stored commands omit it
+            argv += ["-k", str(CLUSTERS[name])]
         if method != "VaDE":
             argv += ["--autoencoder", str(self.autoencoder(name, seed))]
             settings = "same AE, ClustPy defaults (150 epochs)"
