@@ -16,6 +16,7 @@ Writes ``fortunes.npy`` (float32), ``fortunes.labels.npy`` (int64), ``fortunes.p
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -50,16 +51,27 @@ def build(source: Path = SOURCE) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path.home() / ".cache" / "deepcluster-data"
-    if not (SOURCE / CLASSES[0]).exists():
-        sys.exit(f"error: {SOURCE} has no fortune files; run `apt-get install fortunes`")
+    missing = [name for name in CLASSES if not (SOURCE / name).exists()]
+    if missing:
+        print(f"error: {SOURCE} lacks {', '.join(missing)}; run `apt-get install fortunes`",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     x, y, vocab = build()
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "fortunes.npy", x)
-    np.save(out / "fortunes.labels.npy", y)
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
     frame["label"] = y
-    frame.to_parquet(out / "fortunes.parquet", index=False)
-    (out / "fortunes.vocab.txt").write_text("\n".join(vocab) + "\n")
+    # each file is written beside its final name and moved there, so none is half-written
+    writers = {
+        "fortunes.npy": lambda f: np.save(f, x),
+        "fortunes.labels.npy": lambda f: np.save(f, y),
+        "fortunes.parquet": lambda f: frame.to_parquet(f, index=False),
+        "fortunes.vocab.txt": lambda f: f.write("\n".join(vocab).encode() + b"\n"),
+    }
+    for name, write in writers.items():
+        tmp = out / f".{name}.tmp"
+        with tmp.open("wb") as f:
+            write(f)
+        os.replace(tmp, out / name)
     print(f"fortunes: {x.shape[0]} x {x.shape[1]}, {len(CLASSES)} classes -> {out}")
 
 
