@@ -51,8 +51,18 @@ for command in (pretrain, train, assign, evaluate, generate, methods, info):
 
 def main() -> None:
     """Console entry point: Typer does the parsing; commands map our errors to exit codes."""
+    ok = False
     try:
         app(prog_name="deepcluster")
+        ok = True
+    except SystemExit as exc:
+        ok = exc.code in (0, None)
+        raise
     except KeyboardInterrupt:
         print("deepcluster: error: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        # only a command that trained under torchrun imported the distributed layer
+        distributed = sys.modules.get("deepcluster_cli.engine.distributed")
+        if distributed is not None:
+            distributed.shutdown(ok)

@@ -79,10 +79,21 @@ def init_from_env(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group before the interpreter exits.
+
+    After a successful command every rank first waits for the others at a barrier (rank 0
+    may still be writing files), then the group is destroyed in order. A rank that exits
+    while the group's threads are still alive can abort in their destructors (SIGABRT,
+    "terminate called without an active exception") and fail the whole launch. After an
+    error there is no barrier: the other ranks may never reach it, and torchrun stops them.
+    """
     dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def broadcast_module(module: nn.Module) -> None:

@@ -201,6 +201,30 @@ def test_torchrun_max_time_saves_one_resumable_state_and_resumes(digits_file, tm
     assert (tmp_path / "ae.pt").exists() and not (tmp_path / "ae.pt.resume").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "code", "barrier"),
+    [(["methods"], 0, True), (["evaluate", "no-such-labels.csv", "--truth", "t.csv"], 2, False)],
+)
+def test_main_leaves_the_process_group_with_a_barrier_only_after_success(
+    monkeypatch, tmp_path, argv, code, barrier
+):
+    """A rank that exits with the group's threads alive can abort (SIGABRT) and fail the
+    launch, so main() destroys the group; after an error it skips the barrier, which the
+    other ranks might never reach."""
+    from deepcluster_cli import cli as cli_module
+
+    calls = []
+    fake = type(sys)("fake_distributed")
+    fake.shutdown = calls.append
+    monkeypatch.setitem(sys.modules, "deepcluster_cli.engine.distributed", fake)
+    monkeypatch.setattr(sys, "argv", ["deepcluster", *argv])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli_module.main()
+    assert exc.value.code == code
+    assert calls == [barrier]
+
+
 def test_one_process_commands_refuse_to_run_under_torchrun(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
