@@ -62,7 +62,8 @@ def main() -> None:
         print("deepcluster: error: interrupted", file=sys.stderr)
         sys.exit(130)
     finally:
-        # only a command that trained under torchrun imported the distributed layer
+        # imported only by the commands that train (no torch import for the others); a no-op
+        # without a process group
         distributed = sys.modules.get("deepcluster_cli.engine.distributed")
         if distributed is not None:
             distributed.shutdown(ok)

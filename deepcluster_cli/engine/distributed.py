@@ -13,6 +13,7 @@ process group is initialised. See docs/scaling.md for the user-facing descriptio
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +93,10 @@ def shutdown(ok: bool = True) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if ok:
-        dist.barrier()
+        # a peer that failed and left makes the barrier raise; its own error is the one to
+        # report, so this rank goes on to leave quietly
+        with contextlib.suppress(RuntimeError):
+            dist.barrier()
     dist.destroy_process_group()
 
 

@@ -225,6 +225,26 @@ def test_main_leaves_the_process_group_with_a_barrier_only_after_success(
     assert calls == [barrier]
 
 
+def test_shutdown_leaves_the_group_even_when_a_failed_peer_breaks_the_barrier(monkeypatch):
+    from deepcluster_cli.engine import distributed
+
+    dist = torch.distributed
+    calls = []
+
+    def broken_barrier():
+        calls.append("barrier")
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", broken_barrier)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distributed.shutdown(True)
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    distributed.shutdown(False)
+    assert calls == ["destroy"]
+
+
 def test_one_process_commands_refuse_to_run_under_torchrun(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
