@@ -55,7 +55,8 @@ bench: install
 
 # The results table -> docs/results/table.md (tests/results/run.py): every method over seeds
 # on the real data sets (~/.cache/deepcluster-data, `python ../shared/data/fetch.py`), beside
-# the papers and ClustPy. Runs are stored in ~/.cache/deepcluster-results and resumed.
+# the papers and ClustPy. Finished runs are stored in docs/results/runs.jsonl (committed) and
+# resumed; checkpoints and labels go to ~/.cache/deepcluster-results.
 # RESULTS_SETS=digits,mnist10k,fmnist (default digits: about 2 hours on 2 cores),
 # RESULTS_SEEDS=0,1,2, RESULTS_METHODS=..., RESULTS_THREADS=N.
 RESULTS_SETS ?= digits

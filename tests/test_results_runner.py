@@ -125,3 +125,40 @@ def test_text_data_builds_tfidf_classes_from_fortune_files(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
     col = vocab.index("computerswordcomputers")
     assert (x[:, col] > 0).tolist() == (y == 0).tolist()  # a class word marks its class only
+
+
+def test_a_method_without_stored_runs_keeps_its_earlier_row_marked(run_module, tmp_path):
+    work = tmp_path / "work"
+    runner, _ = run_all(run_module, work, seeds=(0,), methods=("kmeans", "dec"))
+    first = run_module.render(runner.done, work)
+    # a new store that holds only kmeans: dec's row and command are carried, marked, unchanged
+    store = tmp_path / "other" / "runs.jsonl"
+    fresh = run_module.Runner(work, threads=1, dry=False, store=store)
+    fresh.call = FakeCalls({"kmeans": 0.5})
+    fresh.run("digits", 0, "kmeans")
+    assert store.exists() and not (work / "other").exists()
+    text = run_module.render(fresh.done, work, first)
+    lines = text.splitlines()
+    old_dec = next(line for line in first.splitlines() if line.startswith("| dec |"))
+    dec = next(line for line in lines if line.startswith("| dec † |"))
+    assert dec == old_dec.replace("| dec |", "| dec † |", 1)
+    assert next(line for line in lines if line.startswith("| kmeans |")).count("0.500") == 2
+    assert sum("-m dec" in line for line in lines) == 1  # its command is carried too
+    assert "Rows marked † were measured" in text
+    # carrying twice does not mark twice; a set with no stored run keeps its whole section
+    again = run_module.render({}, work, text)
+    assert "| dec † |" in again and "| kmeans † |" in again and "††" not in again
+    # with nothing carried there is no carried note
+    assert "Rows marked" not in first
+
+
+def test_render_sees_runs_another_runner_stored(run_module, tmp_path):
+    work = tmp_path / "work"
+    a = run_module.Runner(work, threads=1, dry=False)
+    b = run_module.Runner(work, threads=1, dry=False)
+    a.call, b.call = FakeCalls(ACC), FakeCalls(ACC)
+    a.run("digits", 0, "kmeans")
+    b.run("digits", 0, "dec")
+    assert ("digits", 0, "kmeans") not in b.done
+    b.load()
+    assert {k[2] for k in b.done} == {"kmeans", "dec"}

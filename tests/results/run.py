@@ -13,9 +13,12 @@ the data set when it has one (``PRESET``); ``SCHEDULE`` caps the epochs of the c
 methods on this 2-core CPU (``SETS_CAP`` other settings), and the table's "settings" column
 says so.
 
-Finished runs are stored one JSON object per line in ``WORK/runs.jsonl`` together with their
-command; a run whose command is unchanged is not run again, so an interrupted
-``make results`` resumes, and changing a setting re-runs only what it touches.
+Finished runs are stored one JSON object per line in ``docs/results/runs.jsonl`` (``--store``),
+committed beside the table, together with their command; a run whose command is unchanged is
+not run again, so an interrupted ``make results`` resumes, and changing a setting re-runs only
+what it touches. The checkpoints and label files stay in ``WORK`` (``~/.cache``). A method
+with no stored run keeps its row of the existing table, marked as carried, so a store that
+lacks some runs never wipes published figures.
 
 With ``--clustpy`` (the ``bench`` extra), ClustPy's DEC, IDEC and DCN start from the same
 autoencoder weights (``tests/results/clustpy_run.py``), and its VaDE from its own VAE.
@@ -102,12 +105,16 @@ def sh(argv: list[str]) -> str:
 
 
 class Runner:
-    def __init__(self, work: Path, threads: int, dry: bool) -> None:
+    def __init__(self, work: Path, threads: int, dry: bool, store: Path | None = None) -> None:
         self.work = work
         self.threads = threads
         self.dry = dry
-        self.store = work / "runs.jsonl"
+        self.store = store or work / "runs.jsonl"
         self.done: dict[tuple, dict] = {}
+        self.load()
+
+    def load(self) -> None:
+        """(Re)reads the store: another runner may have added runs since this one started."""
         if self.store.exists():
             for line in self.store.read_text().splitlines():
                 if line.strip():
@@ -220,6 +227,7 @@ class Runner:
             record.update(error=str(e), date=str(date.today()))
             print(f"  {name} {key_method} seed {seed}: FAILED {e}", flush=True)
         self.done[(name, seed, key_method)] = record
+        self.store.parent.mkdir(parents=True, exist_ok=True)
         with self.store.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -232,7 +240,51 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def render(runs: dict[tuple, dict], work: Path) -> str:
+CARRIED = "†"
+
+
+def previous_rows(text: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """The rows (marked as carried) and seed-0 commands of an earlier table, by set and
+    method: {set: {method: (row, command)}}."""
+    found: dict[str, dict[str, tuple[str, str]]] = {}
+    rows: dict[str, str] = {}
+    commands: dict[str, str] = {}
+    name = None
+    for line in text.splitlines() + ["## (end)"]:
+        if line.startswith("## "):
+            if name in SETS and rows:
+                found[name] = {m: (row, commands.get(m, "")) for m, row in rows.items()}
+            name, rows, commands = line[3:].strip(), {}, {}
+        elif line.startswith("| ") and not line.startswith(("| method ", "|---")):
+            cell = line.split("|")[1]
+            label = cell.replace(CARRIED, "").strip()
+            rows[label.replace("ClustPy ", "clustpy:")] = line.replace(
+                cell, f" {label} {CARRIED} ", 1
+            )
+        elif "deepcluster train" in line and " -m " in line:
+            args = shlex.split(line)
+            commands[args[args.index("-m") + 1]] = line
+        elif "clustpy_run.py" in line:
+            args = shlex.split(line)
+            at = next(i for i, a in enumerate(args) if a.endswith("clustpy_run.py"))
+            commands[f"clustpy:{args[at + 1]}"] = line
+    return found
+
+
+def carried_dates(text: str) -> str:
+    """The date range an earlier table gave its carried rows or its runs."""
+    for line in text.splitlines():
+        for lead in (f"Rows marked {CARRIED} were measured ", "Runs dated "):
+            if line.startswith(lead):
+                return line[len(lead) :].split(";")[0].rstrip(".")
+    return "earlier"
+
+
+def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
+    """The table of the stored runs; with ``previous`` (the table as it was), a method that
+    has no stored run on a set keeps its earlier row, marked as carried."""
+    carried = previous_rows(previous)
+    kept = 0  # rows carried
     lines = [
         "# The results table (generated)",
         "",
@@ -245,11 +297,14 @@ def render(runs: dict[tuple, dict], work: Path) -> str:
         "was measured on: MNIST-70k figures are not directly comparable with mnist10k.",
         "`> aekm` / `> kmeans`: on how many seeds the method's ACC is above that of `aekm` from",
         "the same autoencoder / of k-means++ on the input, same seed.",
+        f"A {CARRIED} marks a row carried unchanged from an earlier store of runs (not in",
+        "`docs/results/runs.jsonl`); its counts compare with that store's aekm and k-means.",
         "",
     ]
     for name in SETS:
         rows = [r for r in runs.values() if r["set"] == name]
-        if not rows:
+        old = carried.get(name, {})
+        if not rows and not old:
             continue
         lines += [f"## {name}", ""]
         lines += [f"Autoencoder: {PRETRAIN_EPOCHS[name]} pretraining epochs per seed.", ""]
@@ -266,6 +321,9 @@ def render(runs: dict[tuple, dict], work: Path) -> str:
         for method in order:
             mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["seed"])
             if not mine:
+                if method in old:
+                    lines.append(old[method][0])
+                    kept += 1
                 continue
             ok = [r for r in mine if "acc" in r]
             failed = [r for r in mine if "error" in r]
@@ -294,7 +352,8 @@ def render(runs: dict[tuple, dict], work: Path) -> str:
             )
         lines += ["", "Commands (seed 0; other seeds change `--seed` and the file names):", ""]
         lines += ["```bash"]
-        first_cmd = shlex.split(min(rows, key=lambda r: r["seed"])["command"])
+        some = min(rows, key=lambda r: r["seed"])["command"] if rows else ""
+        first_cmd = shlex.split(some or next(c for _, c in old.values() if c) or "x")
         threads = first_cmd[first_cmd.index("--threads") + 1] if "--threads" in first_cmd else "1"
         ae = [str(BIN / "deepcluster"), "pretrain", str(DATA / f"{name}.parquet")]
         ae += ["--label-column", "label", "-o", str(work / name / "ae_s0.pt"), "--seed", "0"]
@@ -304,8 +363,12 @@ def render(runs: dict[tuple, dict], work: Path) -> str:
             first = [r for r in rows if r["method"] == method]
             if first:
                 lines.append(min(first, key=lambda r: r["seed"])["command"])
+            elif old.get(method, ("", ""))[1]:
+                lines.append(old[method][1])
         lines += ["```", ""]
     dates = sorted({r.get("date", "") for r in runs.values()} - {""})
+    if kept:
+        lines += [f"Rows marked {CARRIED} were measured {carried_dates(previous)}.", ""]
     if dates:
         lines += [f"Runs dated {dates[0]} to {dates[-1]}; working files under `{work}`.", ""]
     text = "\n".join(lines).replace(f"{BIN}/", "").replace(f"{ROOT}/", "")
@@ -321,13 +384,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "deepcluster-results"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "table.md"))
+    ap.add_argument(
+        "--store",
+        default=str(ROOT / "docs" / "results" / "runs.jsonl"),
+        help="the finished runs, one JSON object per line (committed beside the table)",
+    )
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = ap.parse_args()
 
     work = Path(args.work).expanduser()
     work.mkdir(parents=True, exist_ok=True)
-    runner = Runner(work, args.threads, args.dry_run)
+    runner = Runner(work, args.threads, args.dry_run, Path(args.store).expanduser())
     sets = [s for s in args.sets.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
     for bad in [s for s in sets if s not in SETS] + [m for m in methods if m not in METHODS]:
@@ -355,10 +423,14 @@ def main() -> None:
     from benchlib import machine
 
     facts = machine()
-    text = render(runner.done, work)
+    runner.load()
+    out = Path(args.out)
+    text = render(runner.done, work, out.read_text() if out.exists() else "")
     text += f"Machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, "
     text += f"Python {facts['python']}; threads as in each command.\n"
-    Path(args.out).write_text(text)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
     print(f"wrote {args.out}")
 
 
