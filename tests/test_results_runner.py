@@ -68,6 +68,10 @@ def test_runs_render_resume_and_failures(run_module, tmp_path):
     assert "--pretrained" in dec and "--pretrained" not in trains[0]  # kmeans is shallow
     assert len([a for a in calls.argv if a[1] == "pretrain"]) == 2  # one AE per seed
 
+    # the stored commands name no path of this checkout, so a committed store resumes anywhere
+    stored = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines()]
+    assert all(r["command"].startswith("deepcluster train ") for r in stored)
+
     # a second runner reads the store: finished runs are not repeated, failed ones are
     again, calls2 = run_all(run_module, work, fail={"dcn"})
     assert {a[a.index("-m") + 1] for a in calls2.argv if a[1] == "train"} == {"dcn"}

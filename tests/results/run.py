@@ -100,8 +100,15 @@ def presets_of(method: str) -> set[str]:
     return set(getattr(get_method(method), "presets", {}) or {})
 
 
+def portable(text: str) -> str:
+    """``text`` without this checkout's paths, so a committed store matches on any machine."""
+    for prefix in (f"{BIN}/", f"{ROOT}/"):
+        text = text.replace(prefix, "")
+    return text.replace(str(Path.home()), "~")
+
+
 def sh(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv).replace(str(Path.home()), "~")
+    return portable(" ".join(shlex.quote(a) for a in argv))
 
 
 class Runner:
@@ -119,6 +126,7 @@ class Runner:
             for line in self.store.read_text().splitlines():
                 if line.strip():
                     r = json.loads(line)
+                    r["command"] = portable(r["command"])
                     self.done[(r["set"], r["seed"], r["method"])] = r
 
     def data(self, name: str) -> Path:
@@ -353,7 +361,7 @@ def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
         lines += ["", "Commands (seed 0; other seeds change `--seed` and the file names):", ""]
         lines += ["```bash"]
         some = min(rows, key=lambda r: r["seed"])["command"] if rows else ""
-        first_cmd = shlex.split(some or next(c for _, c in old.values() if c) or "x")
+        first_cmd = shlex.split(some or next((c for _, c in old.values() if c), ""))
         threads = first_cmd[first_cmd.index("--threads") + 1] if "--threads" in first_cmd else "1"
         ae = [str(BIN / "deepcluster"), "pretrain", str(DATA / f"{name}.parquet")]
         ae += ["--label-column", "label", "-o", str(work / name / "ae_s0.pt"), "--seed", "0"]
@@ -371,8 +379,7 @@ def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
         lines += [f"Rows marked {CARRIED} were measured {carried_dates(previous)}.", ""]
     if dates:
         lines += [f"Runs dated {dates[0]} to {dates[-1]}; working files under `{work}`.", ""]
-    text = "\n".join(lines).replace(f"{BIN}/", "").replace(f"{ROOT}/", "")
-    return text.replace(str(Path.home()), "~")
+    return portable("\n".join(lines))
 
 
 def main() -> None:
