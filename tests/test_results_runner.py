@@ -148,10 +148,13 @@ def test_a_method_without_stored_runs_keeps_its_earlier_row_marked(run_module, t
     assert dec == old_dec.replace("| dec |", "| dec † |", 1)
     assert next(line for line in lines if line.startswith("| kmeans |")).count("0.500") == 2
     assert sum("-m dec" in line for line in lines) == 1  # its command is carried too
-    assert "Rows marked † were measured" in text
+    first += "Machine: Old CPU, 2 cores, torch 2.0; threads as in each command.\n"
+    text = run_module.render(fresh.done, work, first)
+    assert "Rows marked † were measured" in text and "on Old CPU, 2 cores, torch 2.0." in text
     # carrying twice does not mark twice; a set with no stored run keeps its whole section
     again = run_module.render({}, work, text)
     assert "| dec † |" in again and "| kmeans † |" in again and "††" not in again
+    assert "on Old CPU, 2 cores, torch 2.0." in again  # the origin travels with the rows
     # with nothing carried there is no carried note
     assert "Rows marked" not in first
 

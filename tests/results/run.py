@@ -279,13 +279,18 @@ def previous_rows(text: str) -> dict[str, dict[str, tuple[str, str]]]:
     return found
 
 
-def carried_dates(text: str) -> str:
-    """The date range an earlier table gave its carried rows or its runs."""
+def carried_origin(text: str) -> str:
+    """When and where an earlier table's runs (or its carried rows) were measured."""
+    lead = f"Rows marked {CARRIED} were measured "
+    dates, machine = "earlier", ""
     for line in text.splitlines():
-        for lead in (f"Rows marked {CARRIED} were measured ", "Runs dated "):
-            if line.startswith(lead):
-                return line[len(lead) :].split(";")[0].rstrip(".")
-    return "earlier"
+        if line.startswith(lead):
+            return line[len(lead) :].rstrip(".")
+        if line.startswith("Runs dated "):
+            dates = line[len("Runs dated ") :].split(";")[0]
+        if line.startswith("Machine: "):
+            machine = " on " + line[len("Machine: ") :].split(";")[0]
+    return dates + machine
 
 
 def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
@@ -376,7 +381,7 @@ def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
         lines += ["```", ""]
     dates = sorted({r.get("date", "") for r in runs.values()} - {""})
     if kept:
-        lines += [f"Rows marked {CARRIED} were measured {carried_dates(previous)}.", ""]
+        lines += [f"Rows marked {CARRIED} were measured {carried_origin(previous)}.", ""]
     if dates:
         lines += [f"Runs dated {dates[0]} to {dates[-1]}; working files under `{work}`.", ""]
     return portable("\n".join(lines))
