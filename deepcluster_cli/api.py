@@ -148,7 +148,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         from deepcluster_cli.config import build_config
         from deepcluster_cli.engine.checkpoint import load_checkpoint
-        from deepcluster_cli.engine.device import resolve_device
+        from deepcluster_cli.engine.device import flush_denormals, resolve_device
         from deepcluster_cli.io import Scaler
         from deepcluster_cli.methods import get_method
         from deepcluster_cli.pipeline import fit, predict_tensor
@@ -182,6 +182,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             else:
                 scaler = Scaler(self.scale).fit(X)
             device = resolve_device(self.device)
+            flush_denormals()  # this thread; the pool's threads only if it starts after this
             result = fit(
                 scaler.transform(X),
                 method=m.name,

@@ -11,6 +11,19 @@ from typer.testing import CliRunner
 from deepcluster_cli.cli import app
 
 
+@pytest.fixture(autouse=True)
+def _subnormal_mode_restored():
+    """Commands run in this process flush subnormal floats to zero (engine.device), a mode of
+    the thread that would leak into the next test (hypothesis refuses to run under it)."""
+    from deepcluster_cli.engine.device import denormals_flushed
+
+    before = denormals_flushed()
+    yield
+    import torch
+
+    torch.set_flush_denormal(before)
+
+
 @pytest.fixture(scope="session")
 def digits():
     d = load_digits()

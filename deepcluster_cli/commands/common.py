@@ -129,12 +129,13 @@ def setup_torch(
     group here; a command that runs in one process passes ``one_process`` (its name and a hint) and is
     refused there instead of N copies racing on one output."""
     from deepcluster_cli.engine import distributed
-    from deepcluster_cli.engine.device import resolve_device, set_threads
+    from deepcluster_cli.engine.device import flush_denormals, resolve_device, set_threads
     from deepcluster_cli.engine.launch import refuse
     from deepcluster_cli.engine.seed import seed_everything
 
     if one_process is not None:
         refuse(*one_process)
+    flush_denormals()  # before any parallel operation, so the thread pool inherits it
     set_threads(threads)
     seed_everything(seed)
     dev = resolve_device(device)
