@@ -166,3 +166,25 @@ def test_report_shows_the_two_process_speedup():
     )
     assert "## 7. One process against torchrun with two" in page
     assert "| pretrain | 4.00 | 2.50 | 1.60x | 0.91x |" in page
+
+
+def test_report_shows_the_subnormal_slowdown():
+    report = _load("report")
+    result = {
+        "threads": 1,
+        "rows": 1250,
+        "repeats": 5,
+        "fraction": 0.22,
+        "arch": "784-500-500-2000-10",
+        "seconds": {"normal": 0.1, "subnormal": 6.0, "flushed": 0.105},
+        "subnormal_over_flushed": 6.0 / 0.105,
+        "flushed_over_normal": 1.05,
+    }
+    page = report.render(
+        {"denormals": {"status": "ok", "result": result}}, machine=MACHINE, quick=False
+    )
+    assert "## 8. Subnormal weights: flushed to zero or not" in page
+    assert "| subnormal weights, PyTorch's default CPU mode | 6.000 |" in page
+    assert "Default / flushed: **57.1x**; flushed / no subnormals: 1.05x." in page
+    missing = report.render({}, machine=MACHINE, quick=False)
+    assert "## 8. Subnormal weights" in missing and "_Not run._" in missing

@@ -94,6 +94,7 @@ def render(parts: dict[str, dict], *, machine: dict, quick: bool) -> str:
     _assign(lines, parts.get("assign"))
     _startup(lines, parts.get("startup"))
     _distributed(lines, parts.get("distributed"))
+    _denormals(lines, parts.get("denormals"))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -318,3 +319,25 @@ def _distributed(lines: list[str], part: dict | None) -> None:
             f"| {step} | {f['one']['s_per_epoch']:.2f} | {f['two']['s_per_epoch']:.2f} | "
             f"{f['speedup_epoch']:.2f}x | {f['speedup_wall']:.2f}x |"
         )
+
+
+def _denormals(lines: list[str], part: dict | None) -> None:
+    r = _section(lines, "8. Subnormal weights: flushed to zero or not", part)
+    if not r:
+        return
+    sec = r["seconds"]
+    lines += [
+        f"`tests/bench/bench_denormals.py`: forward + backward of {r['rows']:,} rows through "
+        f"{r['arch']} with {r['fraction']:.0%} of every weight matrix subnormal, each mode in a "
+        f"fresh process, {_threads(r)}, median of {r['repeats']} steps "
+        "([scaling.md](scaling.md#subnormal-floats-on-the-cpu)).",
+        "",
+        "| mode | s per step |",
+        "|---|---|",
+        f"| no subnormal weights | {_s(sec.get('normal'), 3)} |",
+        f"| subnormal weights, PyTorch's default CPU mode | {_s(sec.get('subnormal'), 3)} |",
+        f"| subnormal weights, flushed (every `deepcluster` command) | {_s(sec.get('flushed'), 3)} |",
+        "",
+        f"Default / flushed: **{r['subnormal_over_flushed']:.1f}x**; flushed / no subnormals: "
+        f"{r['flushed_over_normal']:.2f}x.",
+    ]

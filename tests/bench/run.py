@@ -8,7 +8,8 @@
 Parts: trainer (Trainer vs a minimal loop), methods (s/epoch of every registered method),
 clustpy (the peer, when importable), knn (DGG's graph), batched (k-DVAE pairs, the script
 ``bench_batched.py``), assign (a 1.25 GB Parquet file), startup (``--help``), distributed
-(one process against torchrun with two). A part that
+(one process against torchrun with two), denormals (steps on subnormal weights, flushed or
+not). A part that
 overruns its time box is stopped and reported with what it measured before.
 """
 
@@ -42,6 +43,7 @@ PARTS: dict[str, tuple[str, int, int]] = {
     "batched": ("bench_batched.py", 90, 120),
     "assign": ("bench_assign.py", 300, 400),
     "distributed": ("bench_distributed.py", 420, 300),
+    "denormals": ("bench_denormals.py", 120, 60),
 }
 TOTAL_BUDGET = 32 * 60  # seconds for the whole full-size run
 
