@@ -169,3 +169,25 @@ def test_render_sees_runs_another_runner_stored(run_module, tmp_path):
     assert ("digits", 0, "kmeans") not in b.done
     b.load()
     assert {k[2] for k in b.done} == {"kmeans", "dec"}
+
+
+def test_clustpy_takes_a_list_of_its_methods(run_module, tmp_path, monkeypatch, capsys):
+    import sys
+
+    base = ["run.py", "--sets", "digits", "--seeds", "0", "--methods", "kmeans", "--dry-run"]
+    base += ["--work", str(tmp_path / "work"), "--store", str(tmp_path / "runs.jsonl")]
+    monkeypatch.setattr(sys, "argv", [*base, "--clustpy", "IDEC,DCN"])
+    run_module.main()
+    peers = [
+        line.split()[3] for line in capsys.readouterr().out.splitlines() if "clustpy_run" in line
+    ]
+    assert peers == ["IDEC", "DCN"]
+    monkeypatch.setattr(sys, "argv", [*base, "--clustpy"])  # bare: all four
+    run_module.main()
+    peers = [
+        line.split()[3] for line in capsys.readouterr().out.splitlines() if "clustpy_run" in line
+    ]
+    assert peers == list(run_module.CLUSTPY)
+    monkeypatch.setattr(sys, "argv", [*base, "--clustpy", "DEC,KMEANS"])
+    with pytest.raises(SystemExit, match="unknown ClustPy method 'KMEANS'"):
+        run_module.main()
