@@ -148,7 +148,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         from deepcluster_cli.config import build_config
         from deepcluster_cli.engine.checkpoint import load_checkpoint
-        from deepcluster_cli.engine.device import flush_denormals, resolve_device
+        from deepcluster_cli.engine.device import denormals_flushed_during, resolve_device
         from deepcluster_cli.io import Scaler
         from deepcluster_cli.methods import get_method
         from deepcluster_cli.pipeline import fit, predict_tensor
@@ -182,18 +182,18 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             else:
                 scaler = Scaler(self.scale).fit(X)
             device = resolve_device(self.device)
-            flush_denormals()  # this thread; the pool's threads only if it starts after this
-            result = fit(
-                scaler.transform(X),
-                method=m.name,
-                n_clusters=int(k),
-                config=cfg,
-                seed=self._seed(),
-                device=device,
-                pretrained=ae_ckpt,
-                restarts=self.restarts,
-                select=self.select,
-            )
+            with denormals_flushed_during():  # the caller's thread gets its mode back after
+                result = fit(
+                    scaler.transform(X),
+                    method=m.name,
+                    n_clusters=int(k),
+                    config=cfg,
+                    seed=self._seed(),
+                    device=device,
+                    pretrained=ae_ckpt,
+                    restarts=self.restarts,
+                    select=self.select,
+                )
         except DeepclusterError as exc:
             # scikit-learn's convention: a bad parameter or input is a ValueError
             raise ValueError(str(exc)) from None

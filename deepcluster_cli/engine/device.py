@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from deepcluster_cli.errors import UsageError
@@ -58,3 +61,15 @@ def flush_denormals() -> bool:
     cover the calling thread.
     """
     return bool(torch.set_flush_denormal(True))
+
+
+@contextmanager
+def denormals_flushed_during() -> Iterator[bool]:
+    """:func:`flush_denormals` for a block of a library call (``DeepClusterer.fit``), the
+    calling thread's earlier mode restored after it. Pool threads keep the mode they were
+    created with: flushed if the pool started inside the block, the caller's otherwise."""
+    before = denormals_flushed()
+    try:
+        yield flush_denormals()
+    finally:
+        torch.set_flush_denormal(before)

@@ -61,3 +61,20 @@ def test_probe_reads_the_mode():
             assert denormals_flushed()
     finally:
         torch.set_flush_denormal(before)
+
+
+def test_flushed_only_during_the_block():
+    from deepcluster_cli.engine.device import denormals_flushed_during
+
+    torch.set_flush_denormal(False)
+    with denormals_flushed_during() as able:
+        assert denormals_flushed() == able
+    assert not denormals_flushed()
+
+
+def test_the_estimator_leaves_the_callers_mode_alone(blobs):
+    from deepcluster_cli import DeepClusterer
+
+    torch.set_flush_denormal(False)
+    DeepClusterer(method="kmeans", n_clusters=3, random_state=0).fit(blobs[0])
+    assert not denormals_flushed()
