@@ -41,6 +41,7 @@ from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.mlp import Autoencoder, reconstruction_loss
 
 OPTIMIZERS = ("adam", "sgd")
+TARGETS = ("full", "batch")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Config(AEFields):
     n_init: int = 20  # k-means restarts for the centroids (DEC's code)
     gamma: float = 0.1  # idec: weight of the clustering loss
     recon_reduction: str = "mean"  # idec: reconstruction mean or sum over features
+    # "full": P over the whole set every update_interval iterations (DEC's paper and code);
+    # "batch": P from each minibatch's own Q at every step (ClustPy's variant, not the papers')
+    target: str = "full"
 
     def validate(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -71,6 +75,8 @@ class Config(AEFields):
             raise UsageError("idec: gamma must be >= 0")
         if self.recon_reduction not in ("mean", "sum"):
             raise UsageError("idec: recon_reduction must be mean or sum")
+        if self.target not in TARGETS:
+            raise UsageError(f"dec: target {self.target!r}; choose full or batch")
 
 
 def soft_assignment(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor:
@@ -166,14 +172,16 @@ class DEC(Method):
         c, _ = kmeans_centroids(z, ctx.n_clusters, seed=ctx.seed, n_init=cfg.n_init)
         with torch.no_grad():
             model.centroids.copy_(c)
-        refresh = TargetRefresh(model, x, cfg.update_interval)
+        per_batch = cfg.target == "batch"
+        refresh = None if per_batch else TargetRefresh(model, x, cfg.update_interval)
         weight = self.clustering_loss_weight(cfg)
         reduce_mean = cfg.recon_reduction == "mean"
 
         def loss(rows: Tensor, idx: Tensor) -> dict[str, Tensor]:
             z = ae.encode(rows)
             q = soft_assignment(z, model.centroids, cfg.alpha)  # (batch, k)
-            kl = kl_divergence(refresh.p[idx], q)
+            p = target_distribution(q.detach()) if per_batch else refresh.p[idx]
+            kl = kl_divergence(p, q)
             if not self.reconstruct:
                 return {"loss": kl, "kl": kl}
             rec = reconstruction_loss(ae.decode(z), rows, ae.cfg.loss)

@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from deepcluster_cli.engine.progress import Progress
+from deepcluster_cli.engine.trainer import Trainer
 from deepcluster_cli.methods import get_method
+from deepcluster_cli.methods.base import FitContext
 from deepcluster_cli.methods.dec import (
     IDEC,
     Config,
@@ -76,6 +79,52 @@ def test_target_is_refreshed_every_update_interval_iterations():
     assert_close(hook.p, torch.full((10, 2), 0.5))
 
 
+class StageRecorder(Trainer):
+    """Keeps the stage a method hands the trainer, and trains nothing."""
+
+    def __init__(self, data):
+        super().__init__(data, progress=Progress(quiet=True))
+        self.stages = []
+
+    def run(self, model, stage):
+        self.stages.append(stage)
+        return []
+
+
+def _stage(x, **settings):
+    trainer = StageRecorder(x)
+    ctx = FitContext(n_clusters=3, trainer=trainer, progress=trainer.progress, seed=0)
+    cfg = Config(arch=(8,), latent=2, pretrain_epochs=1, n_init=1, **settings)
+    model = DEC_METHOD.fit(x, cfg, ctx)
+    return model, trainer.stages[-1]
+
+
+def test_batch_target_is_the_minibatch_own_sharpened_q_without_gradient(blobs):
+    x = torch.as_tensor(blobs[0])
+    model, stage = _stage(x, target="batch")
+    assert stage.before_step is None  # no whole-set refresh
+    rows, idx = x[:40], torch.arange(40)
+    loss = stage.loss(rows, idx)["loss"]
+    (grad,) = torch.autograd.grad(loss, model.centroids)
+    q = model(rows)
+    p = target_distribution(q).detach()
+    expected = kl_divergence(p, q)
+    (expected_grad,) = torch.autograd.grad(expected, model.centroids)
+    assert_close(loss, expected)
+    assert_close(grad, expected_grad)
+
+
+def test_full_target_reads_the_whole_set_p_refreshed_by_the_hook(blobs):
+    x = torch.as_tensor(blobs[0])
+    model, stage = _stage(x)
+    assert isinstance(stage.before_step, TargetRefresh)
+    with torch.no_grad():
+        stage.before_step(None, None)  # iteration 0: P over all 300 rows
+    idx = torch.arange(100, 140)
+    p = target_distribution(model(x)).detach()[idx]
+    assert_close(stage.loss(x[idx], idx)["loss"], kl_divergence(p, model(x[idx])))
+
+
 def test_idec_is_registered_with_the_reconstruction_term():
     assert isinstance(get_method("idec"), IDEC)
     assert get_method("idec").reconstruct and not get_method("dec").reconstruct
@@ -83,7 +132,14 @@ def test_idec_is_registered_with_the_reconstruction_term():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"update_interval": 0}, {"alpha": 0.0}, {"optimizer": "rmsprop"}, {"gamma": -1.0}]
+    "bad",
+    [
+        {"update_interval": 0},
+        {"alpha": 0.0},
+        {"optimizer": "rmsprop"},
+        {"gamma": -1.0},
+        {"target": "epoch"},
+    ],
 )
 def test_invalid_settings_are_usage_errors(bad):
     from deepcluster_cli.errors import UsageError
