@@ -191,3 +191,41 @@ def test_clustpy_takes_a_list_of_its_methods(run_module, tmp_path, monkeypatch, 
     monkeypatch.setattr(sys, "argv", [*base, "--clustpy", "DEC,KMEANS"])
     with pytest.raises(SystemExit, match="unknown ClustPy method 'KMEANS'"):
         run_module.main()
+
+
+def test_clustpy_rows_score_the_methods_own_assignment_and_keep_the_refit(run_module, tmp_path):
+    # ClustPy 0.0.3's labels_ is a k-means refit on the final embedding; the row must score
+    # dec_labels_ / dcn_labels_ / vade_labels_, and the refit is stored beside it
+    spec = importlib.util.spec_from_file_location("clustpy_run", RUNNER.parent / "clustpy_run.py")
+    cp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cp)
+
+    class Fitted:
+        labels_ = [9, 9]
+        dec_labels_ = [0, 1]
+        dcn_labels_ = [2, 3]
+        vade_labels_ = [4, 5]
+
+    own = {m: cp.own_labels(Fitted(), m).tolist() for m in ("DEC", "IDEC", "DCN", "VaDE")}
+    assert own == {"DEC": [0, 1], "IDEC": [0, 1], "DCN": [2, 3], "VaDE": [4, 5]}
+
+    runner = run_module.Runner(tmp_path / "work", threads=1, dry=False)
+    scored = []
+
+    def call(argv):
+        if argv[1] == "evaluate":
+            scored.append(Path(argv[2]).name)
+            a = 0.6 if argv[2].endswith(".recluster.csv") else 0.7
+            return 0.1, json.dumps({"scores": {"acc": a, "nmi": a, "ari": a}})
+        if argv[1] == "pretrain":
+            Path(argv[argv.index("-o") + 1]).write_bytes(b"ae")
+        return 2.0, ""
+
+    runner.call = call
+    runner.run("digits", 0, "DEC", clustpy=True)
+    record = runner.done[("digits", 0, "clustpy:DEC")]
+    assert scored == ["clustpy_DEC_s0.csv", "clustpy_DEC_s0.recluster.csv"]
+    assert record["acc"] == 0.7 and record["recluster"]["acc"] == 0.6
+    assert "--recluster-output" in record["command"]
+    text = run_module.render(runner.done, tmp_path / "work")
+    assert "| ClustPy DEC |" in text and "not used above: DEC 0.600." in text

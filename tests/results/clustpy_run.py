@@ -2,7 +2,13 @@
 autoencoder's weights, or its VaDE from its own VAE; writes the labels as ``id,cluster``.
 
     .venv/bin/python tests/results/clustpy_run.py DEC DATA.parquet --autoencoder AE.pt \
-        --seed 0 -o labels.csv
+        --seed 0 -o labels.csv [--recluster-output kmeans.csv]
+
+``-o`` gets the method's **own** assignment (``dec_labels_``, ``dcn_labels_``,
+``vade_labels_``: argmax of DEC's Q, DCN's nearest centroid, VaDE's p(c|z)), which is what our
+methods report and what the issue's ClustPy figures are. ClustPy 0.0.3's ``labels_`` is
+something else: a fresh k-means (a GMM for VaDE) fitted on the final embedding after training.
+``--recluster-output`` writes that one too.
 
 The autoencoder checkpoint (``deepcluster pretrain``) gives the weights and the scaler; its
 Linear layers are copied into ClustPy's ``FeedforwardAutoencoder`` (ReLU, and a sigmoid
@@ -76,6 +82,23 @@ def clustpy_autoencoder(checkpoint: str, n_features: int):
     return net, Scaler.from_state(ck.scaler)
 
 
+def own_labels(model, method: str) -> np.ndarray:
+    """The trained method's own assignment (``dec_labels_`` for IDEC too), not ``labels_``."""
+    attr = {"DEC": "dec_labels_", "IDEC": "dec_labels_", "DCN": "dcn_labels_"}.get(
+        method, f"{method.lower()}_labels_"
+    )
+    return np.asarray(getattr(model, attr), dtype=int)
+
+
+def write_labels(path: str, labels: np.ndarray) -> None:
+    out = Path(path)
+    tmp = out.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        f.write("id,cluster\n")
+        f.writelines(f"{i},{c}\n" for i, c in enumerate(labels))
+    tmp.replace(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("method", choices=["DEC", "IDEC", "DCN", "VaDE"])
@@ -85,7 +108,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("-k", type=int, default=10)
-    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("-o", "--output", required=True, help="the method's own assignment")
+    ap.add_argument("--recluster-output", help="ClustPy's labels_: k-means/GMM after training")
     args = ap.parse_args()
 
     import torch
@@ -105,13 +129,9 @@ def main() -> None:
         kwargs["neural_network"] = net
     model = getattr(deep, args.method)(**kwargs)
     model.fit(x)
-    labels = np.asarray(model.labels_, dtype=int)
-    out = Path(args.output)
-    tmp = out.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        f.write("id,cluster\n")
-        f.writelines(f"{i},{c}\n" for i, c in enumerate(labels))
-    tmp.replace(out)
+    write_labels(args.output, own_labels(model, args.method))
+    if args.recluster_output:
+        write_labels(args.recluster_output, np.asarray(model.labels_, dtype=int))
 
 
 if __name__ == "__main__":
