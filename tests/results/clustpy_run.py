@@ -82,12 +82,18 @@ def clustpy_autoencoder(checkpoint: str, n_features: int):
     return net, Scaler.from_state(ck.scaler)
 
 
+# where each ClustPy 0.0.3 estimator keeps its own assignment (IDEC inherits DEC's)
+OWN_LABELS = {
+    "DEC": "dec_labels_",
+    "IDEC": "dec_labels_",
+    "DCN": "dcn_labels_",
+    "VaDE": "vade_labels_",
+}
+
+
 def own_labels(model, method: str) -> np.ndarray:
-    """The trained method's own assignment (``dec_labels_`` for IDEC too), not ``labels_``."""
-    attr = {"DEC": "dec_labels_", "IDEC": "dec_labels_", "DCN": "dcn_labels_"}.get(
-        method, f"{method.lower()}_labels_"
-    )
-    return np.asarray(getattr(model, attr), dtype=int)
+    """The trained method's own assignment, not ClustPy's refitted ``labels_``."""
+    return np.asarray(getattr(model, OWN_LABELS[method]), dtype=int)
 
 
 def write_labels(path: str, labels: np.ndarray) -> None:
@@ -101,7 +107,7 @@ def write_labels(path: str, labels: np.ndarray) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("method", choices=["DEC", "IDEC", "DCN", "VaDE"])
+    ap.add_argument("method", choices=list(OWN_LABELS))
     ap.add_argument("data")
     ap.add_argument("--autoencoder", help="our pretrained AE (DEC, IDEC, DCN)")
     ap.add_argument("--pretrain-epochs", type=int, default=100, help="VaDE's own VAE")
