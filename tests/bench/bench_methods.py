@@ -2,7 +2,8 @@
 
 One autoencoder (784-500-500-2000-10) is pretrained for one epoch (that epoch is the
 pretraining figure) and saved as ``deepcluster pretrain`` saves it; every method in the
-registry then trains from it through ``pipeline.fit(..., pretrained=checkpoint)`` for
+registry that reads an autoencoder then trains from it through
+``pipeline.fit(..., pretrained=checkpoint)`` (the shallow ``kmeans`` and ``cm`` on the input) for
 ``--epochs`` clustering epochs, every other stage it runs (pair pretraining, classifier, VaDE
 initialisation, ...) cut to one epoch. The per-epoch seconds are the trainer's own, read from
 the history rows of the method's last stage; everything else the fit took (k-means,
@@ -55,8 +56,10 @@ def time_method(name: str, x_full, ckpt, *, epochs: int, quick: bool) -> dict:
     n = len(x_full) if quick else min(len(x_full), SUBSET.get(name, len(x_full)))
     x = x_full[:n]
     cfg = build_config(m.Config, [("bench", method_settings(m.Config, epochs))])
+    # shallow methods (kmeans, cm) read no autoencoder, and fit refuses one they would ignore
+    pretrained = None if m.pretrained_unused(cfg) else ckpt
     t0 = time.perf_counter()
-    result = fit(x, method=name, n_clusters=K, config=cfg, pretrained=ckpt, seed=0)
+    result = fit(x, method=name, n_clusters=K, config=cfg, pretrained=pretrained, seed=0)
     wall = time.perf_counter() - t0
     stages: dict[str, list[float]] = {}
     for row in result.history:

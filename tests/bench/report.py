@@ -131,7 +131,8 @@ def _methods(lines: list[str], part: dict | None, clustpy: dict | None) -> None:
         pre = r.get("pretrain") or {}
         lines += [
             f"{r['data']}, {_threads(r)}. One shared autoencoder pretrained for one "
-            "epoch, then each method trained from it (`pipeline.fit(..., pretrained=...)`) for "
+            "epoch, then each method trained from it (`pipeline.fit(..., pretrained=...)`; the "
+            "shallow `kmeans` and `cm` on the input features) for "
             f"{r['epochs']} clustering epoch(s), its other stages cut to one epoch. "
             "s/epoch: the trainer's own timing of the method's last stage. One-off: "
             "everything else the fit took (k-means, neighbour graphs, the auxiliary stages, "
