@@ -142,13 +142,27 @@ class ClusteringModule(nn.Module):
             nn.init.trunc_normal_(layer.bias, std=std, a=-2 * std, b=2 * std, generator=generator)
 
     @torch.no_grad()
-    def init_from_centroids(self, centroids: Tensor) -> None:
-        """``W_dec`` rows = the centroids, ``W_enc`` = its pseudo-inverse, biases 0."""
+    def init_from_centroids(self, centroids: Tensor, variance: float | None = None) -> None:
+        """``W_dec`` rows = the centroids, decoder bias 0. The encoder:
+
+        - ``variance=None`` (the authors' code): ``W_enc`` = the centroids' pseudo-inverse, bias
+          0, so ``x W_enc`` is one-hot only at the centroids themselves;
+        - ``variance=s2``: the posterior of the isotropic Gaussian mixture the CM models,
+          ``gamma_k = softmax_k(-||x - mu_k||^2 / (2 s2))``, i.e. ``W_enc[k] = mu_k / s2`` and
+          bias ``-||mu_k||^2 / (2 s2)``: its argmax is the nearest centroid, so the start
+          keeps the partition the centroids came from.
+        """
         c = centroids.double()  # (k, dim)
         self.decoder.weight.copy_(c.T)
-        self.encoder.weight.copy_(torch.linalg.pinv(c).T)  # x @ pinv(C) ~ one-hot gamma
         self.decoder.bias.zero_()
-        self.encoder.bias.zero_()
+        if variance is None:
+            self.encoder.weight.copy_(torch.linalg.pinv(c).T)  # x @ pinv(C) ~ one-hot gamma
+            self.encoder.bias.zero_()
+            return
+        if not variance > 0:
+            raise ValueError(f"variance must be positive, got {variance}")
+        self.encoder.weight.copy_(c / variance)
+        self.encoder.bias.copy_(-c.pow(2).sum(1) / (2 * variance))
 
 
 def kmeanspp_one_step(z: Tensor, k: int, *, seed: int) -> Tensor:

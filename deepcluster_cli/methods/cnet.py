@@ -14,8 +14,9 @@ LeakyReLU(0.2), linear code and output layers. Adam(1e-3, betas (0.9, 0.999) as 
 
 Two starts (``--set start=random|pretrained``): ``random`` trains everything from scratch;
 ``pretrained`` takes the autoencoder (``--pretrained`` or pretrained here), initialises the CM by
-k-means on the codes (``W_dec`` = centroids, ``W_enc`` = its pseudo-inverse), trains the CM alone
-on ``L_CM`` (encoder frozen), then the whole network. The default ``auto`` is ``pretrained``
+k-means on the codes (``W_dec`` = centroids; ``W_enc`` the mixture's posterior by default, or the
+authors' pseudo-inverse with ``--set cm_init=pinv``), trains the CM alone on ``L_CM`` (encoder
+frozen), then the whole network. The default ``auto`` is ``pretrained``
 when ``--pretrained`` is given and ``random`` otherwise (the paper's headline start).
 """
 
@@ -50,6 +51,7 @@ from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, resolve_recon_loss
 
 STARTS = ("auto", "random", "pretrained")
+CM_INITS = ("posterior", "pinv")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class Config(AEFields):
     start: str = "auto"  # auto (pretrained with --pretrained, else random) | random | pretrained
     cm_epochs: int = 100  # pretrained start: epochs of the CM alone on the frozen codes
     kmeans_n_init: int = 20  # pretrained start: k-means on the codes (the authors' n_init)
+    # pretrained start: the CM encoder from the k-means solution. posterior (our choice): the
+    # mixture's posterior, which keeps k-means' partition; pinv: the authors' pseudo-inverse
+    cm_init: str = "posterior"
     average: bool = True  # the averaging epoch, over the whole network
 
     def validate(self) -> None:
@@ -79,6 +84,8 @@ class Config(AEFields):
             raise UsageError(f"cnet: start={self.start!r}; choose {', '.join(STARTS)}")
         if self.kmeans_n_init < 1:
             raise UsageError("cnet: kmeans_n_init must be at least 1")
+        if self.cm_init not in CM_INITS:
+            raise UsageError(f"cnet: cm_init={self.cm_init!r}; choose {', '.join(CM_INITS)}")
 
 
 def cnet_losses(
@@ -187,8 +194,11 @@ class CNet(Method):
             model = CNetModel(ae, k, alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam).to(x.device)
             z = batched_apply(ae.encode, x)
             ctx.progress.info(f"k-means on the codes (n_init={cfg.kmeans_n_init})")
-            c, _ = kmeans_centroids(z, k, seed=ctx.seed, n_init=cfg.kmeans_n_init)
-            model.cm.init_from_centroids(c)
+            c, inertia = kmeans_centroids(z, k, seed=ctx.seed, n_init=cfg.kmeans_n_init)
+            variance = None  # pinv
+            if cfg.cm_init == "posterior":  # the k-means mixture's isotropic variance (its MLE)
+                variance = max(inertia / z.numel(), 1e-8)
+            model.cm.init_from_centroids(c, variance)
             ctx.trainer.run(
                 model,
                 Stage(

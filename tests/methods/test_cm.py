@@ -98,6 +98,19 @@ def test_kmeanspp_start_sets_decoder_rows_pinv_encoder_and_zero_biases():
     assert cm.responsibilities(c).argmax(1).tolist() == [0, 1, 2]
 
 
+def test_posterior_start_is_the_isotropic_mixture_posterior():
+    c = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    x = torch.tensor([[0.9, 0.1, 0.0], [0.2, 1.4, 1.3], [0.0, 0.0, 1.6]])
+    cm = ClusteringModule(3, 3)
+    cm.init_from_centroids(c, variance=0.5)
+    assert_close(cm.centroids(), c)
+    d2 = torch.cdist(x, c).pow(2)
+    assert_close(cm.responsibilities(x), torch.softmax(-d2 / (2 * 0.5), dim=1))
+    assert cm.responsibilities(x).argmax(1).tolist() == [0, 1, 2]  # nearest centroid
+    with pytest.raises(ValueError, match="variance"):
+        cm.init_from_centroids(c, variance=0.0)
+
+
 def test_kmeanspp_start_is_the_seeding_plus_one_lloyd_step(digits):
     x = torch.as_tensor(digits[0][:300])
     got = kmeanspp_one_step(x, 5, seed=3)

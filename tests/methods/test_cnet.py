@@ -78,13 +78,34 @@ def test_pretrained_start_kmeans_then_cm_alone_then_the_whole_network(blobs):
 
 
 def test_pretrained_start_initialises_the_cm_by_kmeans_on_the_codes(blobs):
+    """The default start is the k-means mixture's posterior: gamma = softmax(-||z - mu||^2 /
+    (2 s2)) with s2 = inertia / (n d), so the CM starts from k-means' own partition."""
     model, trainer = _fit(
         blobs[0], start="pretrained", pretrain_epochs=5, cm_epochs=0, epochs=0, average=False
     )
     z = model.ae.encode(trainer.data).detach()
-    c, _ = kmeans_centroids(z, 3, seed=0, n_init=2)
+    c, inertia = kmeans_centroids(z, 3, seed=0, n_init=2)
     assert_close(model.cm.centroids().detach(), c)
+    d2 = torch.cdist(z, c).pow(2)
+    s2 = inertia / z.numel()
+    gamma = model.cm.responsibilities(z).detach()
+    assert_close(gamma, torch.softmax(-d2 / (2 * s2), dim=1), atol=1e-4, rtol=1e-3)
+    assert gamma.argmax(1).tolist() == d2.argmin(1).tolist()
+
+
+def test_pretrained_start_pinv_is_the_authors_pseudo_inverse(blobs):
+    model, trainer = _fit(
+        blobs[0],
+        start="pretrained",
+        pretrain_epochs=5,
+        cm_epochs=0,
+        epochs=0,
+        average=False,
+        cm_init="pinv",
+    )
+    c = model.cm.centroids().detach()
     assert model.cm.encoder.bias.abs().sum() == 0
+    assert_close(model.cm.encoder.weight.detach(), torch.linalg.pinv(c).T)
 
 
 def test_criteria_lsp_and_loss(blobs):
@@ -216,3 +237,5 @@ def test_cli_random_start_and_bad_start(cli, blobs_csv, tmp_path):
     assert r.exit_code == 0, r.stderr
     r = cli("train", blobs_csv, "-m", "cnet", "-k", 3, "--set", "start=warm", "-o", model)
     assert r.exit_code == 2 and "pretrained" in r.stderr
+    r = cli("train", blobs_csv, "-m", "cnet", "-k", 3, "--set", "cm_init=eye", "-o", model)
+    assert r.exit_code == 2 and "cm_init='eye'; choose posterior, pinv" in r.stderr
