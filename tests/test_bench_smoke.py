@@ -188,3 +188,25 @@ def test_report_shows_the_subnormal_slowdown():
     assert "Default / flushed: **57.1x**; flushed / no subnormals: 1.05x." in page
     missing = report.render({}, machine=MACHINE, quick=False)
     assert "## 8. Subnormal weights" in missing and "_Not run._" in missing
+
+
+def test_bench_methods_times_shallow_methods_without_the_autoencoder(tmp_path):
+    """bench_methods passes its shared autoencoder only to methods that read one: ``fit``
+    refuses ``--pretrained`` for kmeans and cm, and the bench once reported them as failed."""
+    import numpy as np
+
+    from deepcluster_cli.engine.checkpoint import load_checkpoint
+    from deepcluster_cli.io import Scaler
+    from deepcluster_cli.pipeline import PretrainConfig, pretrain, save_autoencoder
+
+    bench = _load("bench_methods")
+    x = np.random.default_rng(0).random((120, 6)).astype(np.float32)
+    cfg = PretrainConfig(arch=(8,), latent=2, epochs=1)
+    ae, history = pretrain(x, cfg)
+    path = str(tmp_path / "ae.pt")
+    schema = {"feature_names": None, "n_features": 6}
+    save_autoencoder(path, ae, cfg, history=history, schema=schema, scaler=Scaler())
+    ckpt = load_checkpoint(path, kinds=("autoencoder",))
+    got = {m: bench.time_method(m, x, ckpt, epochs=1, quick=True) for m in ("kmeans", "cm", "aekm")}
+    assert got["cm"]["stage"] == "cm" and got["cm"]["per_epoch"] > 0
+    assert got["kmeans"]["wall"] > 0 and got["aekm"]["wall"] > 0

@@ -8,6 +8,7 @@ sigmoid (``BCEWithLogits`` is the numerically stable form of "sigmoid output + B
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -131,6 +132,21 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def scale_codes(self, s: float) -> None:
+        """Multiply every code by ``s > 0`` without changing what the network computes: the
+        code layer's weights and bias are scaled by ``s``, the first decoder layer's weights
+        by ``1 / s`` (a VAE's log-variance head is shifted by ``2 log s``). Reconstructions are
+        unchanged and only the scale of the code space moves."""
+        if not s > 0:
+            raise ValueError(f"the code scale must be positive, got {s}")
+        code, first = self.encoder[-1], self.decoder[0]
+        code.weight.mul_(s)
+        code.bias.mul_(s)
+        first.weight.div_(s)
+        if self.cfg.variational:
+            self.logvar_head.bias.add_(2 * math.log(s))
 
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -69,8 +69,7 @@ def test_pretrained_start_kmeans_then_cm_alone_then_the_whole_network(blobs):
     # the CM stage moves the CM only: the autoencoder stays as pretrained
     n_cm = len(list(model.cm.parameters()))
     first_cm, last_cm = trainer.snapshots[1][0], trainer.snapshots[1][-1]
-    ae_after_pretrain = trainer.snapshots[0][-1]
-    for a, b in zip(ae_after_pretrain, last_cm[:-n_cm], strict=True):
+    for a, b in zip(first_cm[:-n_cm], last_cm[:-n_cm], strict=True):
         assert_close(a, b)
     assert not torch.allclose(first_cm[-1], last_cm[-1])  # the CM itself moved
     assert joint.average is model  # the averaging epoch covers the whole network
@@ -91,6 +90,35 @@ def test_pretrained_start_initialises_the_cm_by_kmeans_on_the_codes(blobs):
     gamma = model.cm.responsibilities(z).detach()
     assert_close(gamma, torch.softmax(-d2 / (2 * s2), dim=1), atol=1e-4, rtol=1e-3)
     assert gamma.argmax(1).tolist() == d2.argmin(1).tolist()
+
+
+def test_pretrained_start_rescales_the_codes_to_unit_rms_centroids(blobs):
+    """unit_codes: the autoencoder is reparametrised so the k-means centroids have RMS norm 1;
+    its reconstructions and k-means' partition are unchanged."""
+    x = blobs[0]
+    runs = {}
+    for unit in (False, True):
+        runs[unit] = _fit(
+            x,
+            start="pretrained",
+            pretrain_epochs=5,
+            cm_epochs=0,
+            epochs=0,
+            average=False,
+            unit_codes=unit,
+        )
+    (raw, trainer), (unit, _) = runs[False], runs[True]
+    xt = trainer.data
+    with torch.no_grad():
+        z_raw, z_unit = raw.ae.encode(xt), unit.ae.encode(xt)
+        mu_raw, mu_unit = raw.cm.centroids(), unit.cm.centroids()
+        s = float(mu_raw.pow(2).sum(1).mean().rsqrt())
+        assert_close(z_unit, z_raw * s, atol=1e-5, rtol=1e-4)
+        assert_close(unit.ae.reconstruct(z_unit), raw.ae.reconstruct(z_raw), atol=1e-5, rtol=1e-4)
+        assert_close(mu_unit.pow(2).sum(1).mean(), torch.tensor(1.0))
+        assert_close(mu_unit, mu_raw * s, atol=1e-5, rtol=1e-4)
+        labels = [m.cm.responsibilities(z).argmax(1) for m, z in ((raw, z_raw), (unit, z_unit))]
+    assert labels[0].tolist() == labels[1].tolist()
 
 
 def test_pretrained_start_pinv_is_the_authors_pseudo_inverse(blobs):
