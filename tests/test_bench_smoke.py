@@ -140,6 +140,13 @@ def test_report_compares_with_clustpy_measured_in_the_same_run():
     assert "Quick mode" not in page
     assert "| DEC | 8.00 | 3.00 | 6.00 | 0.75x |" in page
     assert "| pretraining (0.50 of peak) | 20.00 | — | 15.00 | 0.75x |" in page
+    assert "DEC, ours with" not in page  # no variant measured, no row
+    batch = {"stage": "dec", "per_epoch": 4.0, "one_off": 1.0, "rows": 70_000, "scale": 1.0}
+    with_variant = {**METHODS, "methods": {**METHODS["methods"], "dec target=batch": batch}}
+    parts["methods"] = {"status": "ok", "result": with_variant}
+    page = report.render(parts, machine=MACHINE, quick=False)
+    assert "| dec target=batch | dec | 4.00 |" in page
+    assert "| DEC, ours with `--set target=batch` | 8.00 | | 4.00 | 0.50x |" in page
 
 
 def test_batched_speedup_is_read_from_the_script_output():
