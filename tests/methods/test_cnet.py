@@ -151,7 +151,16 @@ def test_criteria_lsp_and_loss(blobs):
 
 def test_presets_hold_the_papers_table():
     p = METHOD.presets
-    assert p["mnist"] == {"alpha": 230.0, "beta": 5.0, "lam": 1.0, "batch_size": 500, "latent": 10}
+    assert p["mnist"] == {
+        "alpha": 230.0,
+        "beta": 5.0,
+        "lam": 1.0,
+        "batch_size": 500,
+        "latent": 10,
+        "unit_codes": False,  # tuned on the authors' unscaled codes
+    }
+    assert all(v["unit_codes"] is False for v in p.values())
+    assert Config().unit_codes is True
     assert p["10x73k"]["batch_size"] == 7  # the paper; the authors' Tuned_Param has 40
     assert p["usps"]["latent"] == 30 and p["usps"]["beta"] == 0.04
 
