@@ -229,3 +229,18 @@ def test_clustpy_rows_score_the_methods_own_assignment_and_keep_the_refit(run_mo
     assert "--recluster-output" in record["command"]
     text = run_module.render(runner.done, tmp_path / "work")
     assert "| ClustPy DEC |" in text and "not used above: DEC 0.600." in text
+
+
+def test_a_preset_measured_to_fail_on_a_set_is_left_out_there_only(run_module, tmp_path):
+    """cnet's mnist preset is below aekm on mnist10k (SKIP_PRESET): it runs with its defaults
+    there, and other methods (and cnet elsewhere) keep the set's preset."""
+    (run_module.DATA / "mnist10k.parquet").write_bytes(b"")
+    runner = run_module.Runner(tmp_path / "work", threads=1, dry=False)
+    runner.call = FakeCalls(ACC)  # the shared autoencoder's pretrain
+    argv, _, settings = runner.train_argv("mnist10k", 0, "cnet")
+    assert "--preset" not in argv and settings == "defaults, 50 epochs"
+    argv, _, settings = runner.train_argv("mnist10k", 0, "dec")
+    assert argv[argv.index("--preset") + 1] == "mnist" and settings.startswith("preset mnist")
+    (run_module.DATA / "fmnist.parquet").write_bytes(b"")
+    argv, _, _ = runner.train_argv("fmnist", 0, "cnet")
+    assert argv[argv.index("--preset") + 1] == "fmnist"

@@ -55,8 +55,10 @@ CLUSTERS = {"digits": 10, "mnist10k": 10, "fmnist": 10, "fortunes": 8}
 
 # the preset a method uses on a data set, when it has one of that name
 PRESET = {"digits": "digits", "mnist10k": "mnist", "fmnist": "fmnist", "fortunes": "text"}
-# presets measured to fail on a set, run with the method's defaults instead
-SKIP_PRESET: set[tuple[str, str]] = set()
+# presets measured to fail on a set, run with the method's defaults instead. cnet's mnist
+# preset (the paper's MNIST settings, tuned on the authors' unscaled codes) is below aekm on
+# every mnist10k seed; its defaults are above it (docs/results/ckm_cm.md)
+SKIP_PRESET: set[tuple[str, str]] = {("cnet", "mnist10k")}
 # autoencoder pretraining epochs per set: 200 on digits (1,797 rows = 7 steps per epoch);
 # ClustPy's 100 on the others
 PRETRAIN_EPOCHS = {"digits": 200, "mnist10k": 100, "fmnist": 100, "fortunes": 200}
