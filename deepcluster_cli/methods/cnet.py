@@ -18,8 +18,9 @@ k-means on the codes (``W_dec`` = centroids; ``W_enc`` the mixture's posterior b
 authors' pseudo-inverse with ``--set cm_init=pinv``), trains the CM alone on ``L_CM`` (encoder
 frozen), then the whole network. Before the CM start the codes are rescaled so that the k-means
 centroids have RMS norm 1 (``unit_codes``, an exact reparametrisation of the autoencoder), the
-norm the orthonormality term asks of them; the paper's presets keep the codes as they are. The default ``auto`` is ``pretrained``
-when ``--pretrained`` is given and ``random`` otherwise (the paper's headline start).
+norm the orthonormality term asks of them; the paper's presets keep the codes as they are.
+The default ``auto`` is ``pretrained`` when ``--pretrained`` is given and ``random`` otherwise
+(the paper's headline start).
 """
 
 from __future__ import annotations
