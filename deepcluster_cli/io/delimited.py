@@ -67,6 +67,21 @@ def _header(source: str, line: bytes, sep: str) -> list[str]:
     return names
 
 
+def _check_first_row(source: str, line: bytes, sep: str, n_names: int) -> None:
+    """Refuse a first data row with more fields than the header. pandas 3 warns of it (and
+    :func:`_next_frame` turns that into this error), but pandas 2 silently drops a trailing
+    empty field (``1,2,`` under ``a,b``): counted here, so every pandas version agrees.
+    The line may be the start of a record whose quoted field spans lines: it then has no
+    more fields than the whole record, so this never refuses what pandas would read."""
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+        fields = next(csv.reader([text], delimiter=sep), [])
+    except (UnicodeDecodeError, csv.Error):
+        return  # pandas reports these with the line
+    if len(fields) > n_names:
+        raise DataError(f"{source}: line 2 has more fields than the header's {n_names}")
+
+
 def _not_utf8(source: str, exc: UnicodeDecodeError) -> DataError:
     byte = exc.object[exc.start] if exc.start < len(exc.object) else None
     what = f" (byte 0x{byte:02x})" if byte is not None else ""
@@ -171,7 +186,16 @@ class DelimitedFile:
         except DataError:
             self._stack.close()
             raise
-        self._raw, self._first_line = raw, first_line
+        try:
+            second_line = raw.readline()
+        except (OSError, *GZIP_ERRORS):
+            second_line = b""  # pandas reads on from here and reports the error itself
+        try:
+            _check_first_row(self.source, second_line, SEPARATORS[self.fmt], len(self.names))
+        except DataError:
+            self._stack.close()
+            raise
+        self._raw, self._first_line = raw, first_line + second_line
         return self
 
     def __exit__(self, *exc_info: object) -> None:
