@@ -244,3 +244,21 @@ def test_a_preset_measured_to_fail_on_a_set_is_left_out_there_only(run_module, t
     (run_module.DATA / "fmnist.parquet").write_bytes(b"")
     argv, _, _ = runner.train_argv("fmnist", 0, "cnet")
     assert argv[argv.index("--preset") + 1] == "fmnist"
+
+
+def test_gpu_runs_store_the_device_and_the_table_times_each_device_apart(run_module, tmp_path):
+    work = tmp_path / "work"
+    cpu, _ = run_all(run_module, work, seeds=(0,), methods=("dec",))
+    assert "device" not in cpu.done[("digits", 0, "dec")]  # CPU runs store none, as before
+
+    run_module.device_name = lambda: "NVIDIA H100 80GB HBM3"
+    gpu = run_module.Runner(work, threads=1, dry=False)
+    gpu.call = FakeCalls(ACC)
+    gpu.run("digits", 1, "dec")
+    assert gpu.done[("digits", 1, "dec")]["device"] == "NVIDIA H100 80GB HBM3"
+
+    # FakeCalls takes 2 s to train and 0.1 s to evaluate, so every run stores 2.0 s
+    gpu.done[("digits", 1, "dec")]["seconds"] = 0.5
+    row = next(line for line in run_module.render(gpu.done, work).splitlines() if "| dec |" in line)
+    assert "| 2 (CPU) / 0 (H100 80GB HBM3) |" in row
+    assert run_module.seconds_cell([{"seconds": 3.0}, {"seconds": 5.0}]) == "4"

@@ -46,7 +46,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 DATA = Path.home() / ".cache" / "deepcluster-data"
-BIN = Path(sys.executable).parent
+# where `deepcluster` is (the venv of this Python, unless DEEPCLUSTER_BIN says otherwise)
+BIN = Path(os.environ.get("DEEPCLUSTER_BIN") or Path(sys.executable).parent)
 METHODS = "kmeans aekm ckm repnet cm cnet vade dgg kdvae kdae dec idec dcn".split()
 CLUSTPY = ("DEC", "IDEC", "DCN", "VaDE")
 SETS = ("digits", "mnist10k", "fmnist", "fortunes")
@@ -115,9 +116,33 @@ def sh(argv: list[str]) -> str:
     return portable(" ".join(shlex.quote(a) for a in argv))
 
 
+def device_name() -> str:
+    """What ``deepcluster``'s default ``--device auto`` trains on here: the CUDA GPU's name,
+    else ``cpu`` (stored with each run, as its wall time depends on it)."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def seconds_cell(ok: list[dict]) -> str:
+    """Mean wall time per device; runs stored without a device ran on the CPU."""
+    if not ok:
+        return "-"
+    by: dict[str, list[float]] = {}
+    for r in ok:
+        by.setdefault(r.get("device", "cpu"), []).append(r["seconds"])
+    if list(by) == ["cpu"]:
+        return f"{statistics.mean(by['cpu']):.0f}"
+    return " / ".join(
+        f"{statistics.mean(v):.0f} ({'CPU' if d == 'cpu' else d.replace('NVIDIA ', '')})"
+        for d, v in sorted(by.items(), key=lambda kv: kv[0] != "cpu")
+    )
+
+
 class Runner:
     def __init__(self, work: Path, threads: int, dry: bool, store: Path | None = None) -> None:
         self.work = work
+        self.device = "cpu" if dry else device_name()
         self.threads = threads
         self.dry = dry
         self.store = store or work / "runs.jsonl"
@@ -247,6 +272,8 @@ class Runner:
             if self.dry:
                 return
             record.update(seconds=round(seconds, 1), date=str(date.today()), **scores)
+            if self.device != "cpu":
+                record["device"] = self.device
             if recluster:
                 record["recluster"] = recluster
             print(f"  {name} {key_method} seed {seed}: ACC {scores['acc']:.4f}", flush=True)
@@ -365,7 +392,7 @@ def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
                 per_seed += "; failed: " + "; ".join(
                     f"seed {r['seed']} ({r['error'][:80]})" for r in failed
                 )
-            secs = f"{statistics.mean(r['seconds'] for r in ok):.0f}" if ok else "-"
+            secs = seconds_cell(ok)
             wins = []
             for ref in ("aekm", "kmeans"):
                 same = [r for r in ok if r["seed"] in base[ref]]
