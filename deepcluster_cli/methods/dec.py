@@ -141,6 +141,8 @@ class DEC(Method):
     presets = {
         # DEC's code (XifengGuo/DEC-keras): SGD 0.01, momentum 0.9, batch 256, T = 140
         "mnist": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "update_interval": 140},
+        # DEC-keras runs Fashion-MNIST with its MNIST settings (one branch for both sets)
+        "fmnist": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "update_interval": 140},
         # USPS and Reuters-10k: the target is refreshed every 30 iterations
         "usps": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "update_interval": 30},
         "reuters": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "update_interval": 30},

@@ -193,3 +193,10 @@ def test_digits_preset_refreshes_the_target_about_once_per_epoch(method):
     p = get_method(method).presets["digits"]
     assert p["update_interval"] == 7
     assert p.get("batch_size", Config().batch_size) == 256
+
+
+def test_dec_fmnist_preset_is_decs_mnist_branch():
+    # DEC-keras runs Fashion-MNIST in its MNIST branch (SGD 0.01, momentum 0.9, T = 140);
+    # IDEC's code has no Fashion-MNIST branch, so idec has no such preset
+    assert get_method("dec").presets["fmnist"] == get_method("dec").presets["mnist"]
+    assert "fmnist" not in get_method("idec").presets
