@@ -153,6 +153,24 @@ def test_shallow_ckm_matches_kmeans_nmi_on_digits(digits):
     assert not hasattr(res.model.ae, "encode")  # shallow: no autoencoder in the model
 
 
+def test_shallow_ckm_matches_kmeans_nmi_on_a_small_tabular_set():
+    """The same claim on wine (178 x 13, standardised, k 3): k-means++ NMI .876 (n_init 10;
+    single runs .875 +- .015). The preset's batches of 32 give the estimator six steps an epoch;
+    with batch 256 (one step an epoch) the centroids stayed near the seeding (NMI .736)."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_wine
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+    from sklearn.preprocessing import StandardScaler
+
+    from deepcluster_cli.pipeline import fit
+
+    x, y = load_wine(return_X_y=True)
+    x = StandardScaler().fit_transform(x).astype(np.float32)
+    res = fit(x, method="ckm", n_clusters=3, layers=[("t", METHOD.presets["shallow"])], seed=0)
+    km = KMeans(3, n_init=10, random_state=0).fit(x)
+    assert nmi(y, res.labels) > nmi(y, km.labels_) - 0.04
+
+
 def test_cli_train_assign_generate_round_trip(cli, blobs_csv, tmp_path):
     ae, model = tmp_path / "ae.pt", tmp_path / "ckm.pt"
     r = cli(
