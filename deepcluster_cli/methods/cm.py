@@ -156,7 +156,10 @@ class ClusteringModule(nn.Module):
         self.decoder.weight.copy_(c.T)
         self.decoder.bias.zero_()
         if variance is None:
-            self.encoder.weight.copy_(torch.linalg.pinv(c).T)  # x @ pinv(C) ~ one-hot gamma
+            # x @ pinv(C) ~ one-hot gamma. Singular values below 1e-6 of the largest are cut:
+            # on centred data the centroids of a Lloyd step are dependent up to rounding, and
+            # an uncut pinv saturates every gamma from the start
+            self.encoder.weight.copy_(torch.linalg.pinv(c, rtol=1e-6).T)
             self.encoder.bias.zero_()
             return
         if not variance > 0:
