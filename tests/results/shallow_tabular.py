@@ -12,7 +12,8 @@ every method), since their features have unrelated units.
 "Noise" is the spread of single k-means++ runs (scikit-learn, ``n_init=1``, seeds 0-9, on the
 same standardised features); ``-m kmeans`` (``n_init=10``) is the tool's own k-means. ckm runs
 ``--preset shallow``, cm its defaults and ``--lr 0.01`` (its Adam 1e-3 takes only 300 steps on
-150 rows), all through the CLI (``train`` then ``evaluate``), one run per seed. Prints a markdown table (NMI / ACC mean and standard deviation over seeds).
+150 rows), all through the CLI (``train`` then ``evaluate``), one run per seed. Prints a
+markdown table (NMI / ACC mean and standard deviation over seeds).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.preprocessing import StandardScaler
 
-ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("deepcluster"))
 SETS = {"iris": (load_iris, 3), "wine": (load_wine, 3), "breast_cancer": (load_breast_cancer, 2)}
 RUNS = {
@@ -81,8 +81,9 @@ def cli_run(path: Path, k: int, args: list[str], seed: int, work: Path, label: s
 
 def summary(rows: list[dict], key: str) -> str:
     vals = [r[key] for r in rows]
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.3f} ± {sd:.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
 def main() -> None:
