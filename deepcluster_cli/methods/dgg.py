@@ -216,25 +216,26 @@ class DGG(VaDE):
 
         nbrs, w = build_graph(x, ae, cfg, ctx)
         n_s = nbrs.indices.shape[1]
-        state: dict[str, Tensor] = {}
 
         def batch_rows(idx: Tensor) -> Tensor:
             # anchors first, then each anchor's neighbours: (B + B * S, D)
             return x[torch.cat([idx, nbrs.indices[idx].flatten()])]
 
-        def before_step(rows: Tensor, idx: Tensor) -> None:
-            b = len(idx)
-            gamma = model.responsibilities(model.ae.encode(rows))  # at mu~, no gradient
-            pi_i = mixture_weights(gamma[:b], gamma[b:].view(b, n_s, -1), w[idx])
-            state["log_pi"] = torch.log(pi_i.clamp_min(1e-10))  # (B, k)
-
         def loss(rows: Tensor, idx: Tensor) -> dict[str, Tensor]:
             b = len(idx)
+            # one encoder pass: pi_i comes from its mean without gradient (gamma at mu~, before
+            # the step, as the authors' code computes it); the same pass feeds the ELBO terms
+            stats = model.ae.encode_stats(rows)
+            with torch.no_grad():
+                gamma = model.responsibilities(stats[0].detach())
+                pi_i = mixture_weights(gamma[:b], gamma[b:].view(b, n_s, -1), w[idx])
+                log_pi = torch.log(pi_i.clamp_min(1e-10))  # (B, k)
             anchors = rows[:b]
             target = torch.cat([anchors, anchors.repeat_interleave(n_s, 0)])
-            log_pi = state["log_pi"]
             log_pi_rows = torch.cat([log_pi, log_pi.repeat_interleave(n_s, 0)])  # anchor's pi
-            nll, kl = model.terms(rows, target, gamma_at=cfg.gamma_at, log_pi=log_pi_rows)
+            nll, kl = model.terms(
+                rows, target, gamma_at=cfg.gamma_at, log_pi=log_pi_rows, stats=stats
+            )
             per = nll + kl  # (B + B*S,) = -L(x_i, x_j)
             total = graph_objective(per[:b], per[b:].view(b, n_s), w[idx]).mean()
             rec = graph_objective(nll[:b], nll[b:].view(b, n_s), w[idx]).mean()
@@ -254,7 +255,6 @@ class DGG(VaDE):
                 lr_decay_every=cfg.lr_decay_every,
                 lr_decay=cfg.lr_decay,
                 batch_rows=batch_rows,
-                before_step=before_step,
             ),
         )
         with torch.no_grad():  # the shared pi (for sampling): mean of gamma over the data

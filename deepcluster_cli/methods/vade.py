@@ -129,10 +129,12 @@ class GMVAE(nn.Module):
         gamma_at: str,
         log_pi: Tensor | None = None,
         sample: bool = True,
+        stats: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Per-row ``-E log p(target | z)`` and the latent KL part, with z ~ q(z | x): (n,), (n,).
-        ``log_pi``: per-row mixture weights (DGG), else the shared ones."""
-        mu, logvar = self.ae.encode_stats(x)
+        ``log_pi``: per-row mixture weights (DGG), else the shared ones. ``stats``: ``x``'s
+        ``(mu~, log sigma~^2)`` when the caller has already encoded it (with gradient)."""
+        mu, logvar = self.ae.encode_stats(x) if stats is None else stats
         z = reparameterize(mu, logvar) if sample else mu
         nll = neg_log_likelihood(self.ae.decode(z), target, self.likelihood, self.lam)
         gamma = self.responsibilities(z if gamma_at == "sample" else mu)
