@@ -136,6 +136,20 @@ def test_model_terms_compose_the_elbo_at_the_mean():
     assert_close(nll, neg_log_likelihood(model.ae.decode(mu), x, "bernoulli"))
 
 
+def test_model_terms_from_given_encoder_stats_match_and_carry_the_gradient():
+    """dgg encodes a batch once and hands the stats in: same terms, built on those stats."""
+    model = small_model()
+    x = torch.rand(4, 5)
+    torch.manual_seed(3)
+    own = model.terms(x, x, gamma_at="mean")
+    mu, logvar = (t.detach().requires_grad_() for t in model.ae.encode_stats(x))
+    torch.manual_seed(3)
+    given = model.terms(x, x, gamma_at="mean", stats=(mu, logvar))
+    assert_close(given, own)
+    (given[0] + given[1]).sum().backward()  # the terms are built on the stats handed in
+    assert mu.grad.abs().sum() > 0 and logvar.grad.abs().sum() > 0
+
+
 def test_sampling_shapes_from_one_component_and_from_the_mixture():
     model = small_model()
     one = generate_from_mixture(model, mode="sample", n=7, cluster=1, name="vade")
