@@ -227,7 +227,7 @@ class DGG(VaDE):
             # the step, as the authors' code computes it); the same pass feeds the ELBO terms
             stats = model.ae.encode_stats(rows)
             with torch.no_grad():
-                gamma = model.responsibilities(stats[0].detach())
+                gamma = model.responsibilities(stats[0])
                 pi_i = mixture_weights(gamma[:b], gamma[b:].view(b, n_s, -1), w[idx])
                 log_pi = torch.log(pi_i.clamp_min(1e-10))  # (B, k)
             anchors = rows[:b]
