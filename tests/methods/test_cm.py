@@ -102,8 +102,8 @@ def test_pinv_start_cuts_the_null_direction_of_dependent_centroids():
     """On centred data (--scale standard) the centroids after a Lloyd step are linearly
     dependent (their size-weighted mean is the origin), up to rounding. An uncut pseudo-inverse
     then has entries of 1e7 and more, every responsibility is one-hot from the start, E2 = E3
-    = 0 and cm never leaves it (standardised wine: NMI .01-.16 over seeds 0-4). Singular values below 1e-6 of
-    the largest are cut."""
+    = 0 and cm never leaves it (standardised wine: NMI .01-.16 over seeds 0-4). Singular
+    values below 1e-6 of the largest are cut."""
     g = torch.Generator().manual_seed(0)
     c1, c2 = (
         torch.randn(5, generator=g, dtype=torch.float64),
