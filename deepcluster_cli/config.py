@@ -8,6 +8,7 @@ plain dict stored in a checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -25,7 +26,7 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
+def coerce(tp: Any, value: Any, key: str) -> Any:
     """Convert ``value`` (a string from the command line, or a TOML/JSON value) to ``tp``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -34,7 +35,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        return coerce(inner[0], value, key)
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -54,7 +55,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # nan > 0 is False: range checks would let it by
+                raise UsageError(f"{key}: {value!r} is not a finite number")
+            return number
         if tp is str:
             if not isinstance(value, str):
                 raise ValueError
@@ -63,7 +67,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             item = args[0] if args else str
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", "").split(",") if v != ""]
-            return tuple(_coerce(item, v, key) for v in value)
+            return tuple(coerce(item, v, key) for v in value)
     except (TypeError, ValueError):
         name = getattr(tp, "__name__", str(tp))
         raise UsageError(f"{key}: {value!r} is not a valid {name}") from None
@@ -93,16 +97,24 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(cls: type, layers: list[tuple[str, dict[str, Any]]]) -> Any:
-    """Apply ``layers`` (``(source, {key: value})``, later wins) over ``cls``'s defaults."""
+    """Apply ``layers`` (``(source, {key: value})``, later wins) over ``cls``'s defaults.
+
+    A layer whose source is an option named after its one key (``("--lr", {"lr": 0.1})``)
+    is reported as that option in errors."""
     types_ = _field_types(cls)
     values: dict[str, Any] = {}
     for source, layer in layers:
         for key, value in layer.items():
             key = key.replace("-", "_")
+            option = source == "--" + key.replace("_", "-")  # a layer of one command-line option
             if key not in types_:
                 valid = ", ".join(sorted(types_))
+                if option:
+                    raise UsageError(
+                        f"{source}: not a setting of this method; its settings: {valid}"
+                    )
                 raise UsageError(f"{source}: unknown setting {key!r}; valid keys: {valid}")
-            values[key] = _coerce(types_[key], value, f"{source} {key}")
+            values[key] = coerce(types_[key], value, source if option else f"{source} {key}")
     cfg = cls(**values)
     check = getattr(cfg, "validate", None)
     if check is not None:
@@ -122,4 +134,4 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild a config stored by :func:`config_to_dict` (unknown keys are ignored)."""
     types_ = _field_types(cls)
-    return cls(**{k: _coerce(types_[k], v, k) for k, v in data.items() if k in types_})
+    return cls(**{k: coerce(types_[k], v, k) for k, v in data.items() if k in types_})

@@ -62,6 +62,16 @@ def check_pretrained_used(m: Method, cfg: Any, given: bool) -> None:
         raise UsageError(f"--pretrained would be ignored: {why}; drop it")
 
 
+def check_selection(m, method: str, restarts: int, select: str | None) -> str:
+    """``--restarts`` and ``--select`` for method ``m``; returns the criterion to select by."""
+    if restarts < 1:
+        raise UsageError("--restarts must be at least 1")
+    select = select or m.selection[0]
+    if select not in m.selection:
+        raise UsageError(f"--select {select}: {method} offers {', '.join(m.selection)}")
+    return select
+
+
 def fit(
     x: np.ndarray,
     *,
@@ -83,11 +93,7 @@ def fit(
     cfg = config if config is not None else build_config(m.Config, layers or [])
     check_n_clusters(n_clusters, len(x))
     check_pretrained_used(m, cfg, pretrained is not None)
-    if restarts < 1:
-        raise UsageError("--restarts must be at least 1")
-    select = select or m.selection[0]
-    if select not in m.selection:
-        raise UsageError(f"--select {select}: {method} offers {', '.join(m.selection)}")
+    select = check_selection(m, method, restarts, select)
     progress = progress or Progress(quiet=True)
     xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=device)
     trainer = Trainer(xt, progress=progress, control=control)

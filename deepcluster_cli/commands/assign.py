@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from deepcluster_cli.commands.common import (
-    check_output,
+    check_outputs,
     handle_errors,
     row_ids,
     setup_torch,
@@ -95,8 +95,7 @@ def assign(
     part, parts = parse_shard(shard) if shard is not None else (0, 1)
     if shard is not None and shard_by == "block" and data == "-":
         raise UsageError("--shard on standard input: use --shard-by stride (rows are not counted)")
-    check_output(output)
-    check_output(embedding)
+    check_outputs({"-o": output, "--embedding": embedding}, {"model": model, "data file": data})
     dev = setup_torch(
         0,
         device or "auto",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,13 +21,24 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (scikit-learn, torch) as one line on stderr, like ours, instead
+    of Python's two-line form with the library's file and source line (``--debug`` keeps
+    that form)."""
+    text = str(message).strip().splitlines()
+    print(f"deepcluster: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Map our exceptions to one line on stderr and the documented exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not STATE["debug"]:
+                    warnings.showwarning = _one_line_warning
+                return fn(*args, **kwargs)
         except DeepclusterError as exc:
             if STATE["debug"]:
                 traceback.print_exc()
@@ -83,11 +95,17 @@ def split_list(value: str | None) -> list[str] | None:
     return items
 
 
-def pick(cli_value: Any, toml: dict, key: str, default: Any) -> Any:
-    """The command line wins over the TOML file, which wins over the default."""
+def pick(cli_value: Any, toml: dict, key: str, default: Any, kind: Any = str) -> Any:
+    """The command line wins over the TOML file, which wins over the default. A value from
+    the file is converted to ``kind`` (``int``, ``int | None``...) like a ``--set`` value, so
+    ``seed = "abc"`` in the file is a usage error, not a failure later on."""
+    from deepcluster_cli.config import coerce
+
     if cli_value is not None:
         return cli_value
-    return toml.pop(key, default)
+    if key not in toml:
+        return default
+    return coerce(kind, toml.pop(key), f"--config {key}")
 
 
 def make_progress(quiet: bool, log_format: str):
@@ -164,6 +182,38 @@ def check_output(path: str | None) -> None:
         raise UsageError(f"{path}: output folder {p.parent} does not exist")
 
 
+def _same_file(a: str, b: str) -> bool:
+    import os
+    from pathlib import Path
+
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """:func:`check_output` for each output, and refuse an output that is one of the
+    command's inputs or another of its outputs: the run would replace a file the user
+    has (the data, the model) or write two results to one file. Keys name the options
+    (``{"-o": "model.pt"}``), values are paths; ``None`` and ``-`` (stdio) are skipped."""
+    given = [(opt, path) for opt, path in outputs.items() if path not in (None, "-")]
+    for i, (opt, path) in enumerate(given):
+        check_output(path)
+        for what, source in inputs.items():
+            if source not in (None, "-") and _same_file(path, source):
+                raise UsageError(
+                    f"{path}: {opt} names the {what} this command reads; write to another file"
+                )
+        for other, other_path in given[:i]:
+            if _same_file(path, other_path):
+                raise UsageError(f"{path}: given to both {other} and {opt}; use two files")
+
+
+def check_max_time(max_time: float | None) -> None:
+    if max_time is not None and not max_time > 0:
+        raise UsageError("--max-time must be a positive number of seconds")
+
+
 def run_resumable(
     body,
     *,
@@ -183,8 +233,7 @@ def run_resumable(
     from deepcluster_cli.errors import Interrupted
     from deepcluster_cli.pipeline import load_resume, resume_path, save_resume
 
-    if max_time is not None and max_time <= 0:
-        raise UsageError("--max-time must be a positive number of seconds")
+    check_max_time(max_time)
     state = load_resume(output, run=run, schema=schema)[0] if resume else None
     with graceful_stop(max_time) as control:
         try:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepcluster_cli.commands.common import check_output, handle_errors, split_list
+from deepcluster_cli.commands.common import check_outputs, handle_errors, split_list
 from deepcluster_cli.engine.launch import refuse
 from deepcluster_cli.options import IdColOpt
 
@@ -30,8 +30,13 @@ def evaluate(
         ),
     ] = None,
     cluster_column: Annotated[
-        str, typer.Option("--cluster-column", help="Column of LABELS with the clusters.")
-    ] = "cluster",
+        Optional[str],
+        typer.Option(
+            "--cluster-column",
+            help="Column of LABELS with the clusters [default: 'cluster', else the only "
+            "column besides 'id'; none for a 1-D .npy, as assign -o labels.npy writes].",
+        ),
+    ] = None,
     data: Annotated[
         Optional[str],
         typer.Option(
@@ -109,9 +114,17 @@ def evaluate(
             raise UsageError(f"--report {report_file}: give a file name ending in .html or .md")
         if doc_format == "html" and not have_matplotlib():
             raise UsageError(f"--report {report_file}: {MISSING}")
-        check_output(report_file)
-    check_output(output)
-    pred = read_labels(labels, column=cluster_column)
+    check_outputs(
+        {"-o": output, "--report": report_file},
+        {
+            "labels file": labels,
+            "truth file": truth,
+            "data file": data,
+            "embedding file": embedding,
+            "model": model,
+        },
+    )
+    pred = read_labels(labels, column=cluster_column, option="--cluster-column")
     scores: dict = {}
     y = None
     if truth is not None:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepcluster_cli.commands.common import check_output, handle_errors, setup_torch
+from deepcluster_cli.commands.common import check_outputs, handle_errors, setup_torch
 from deepcluster_cli.options import DeviceOpt, ModelArg, SeedOpt
 
 
@@ -56,7 +56,7 @@ def generate(
     from deepcluster_cli.io import write_table
     from deepcluster_cli.pipeline import load_model
 
-    check_output(output)
+    check_outputs({"-o": output}, {"model": model})
     shape = None
     if grid is not None:
         from deepcluster_cli.plots import MISSING, have_matplotlib, parse_image_shape
@@ -68,7 +68,7 @@ def generate(
             raise UsageError(f"--grid {grid}: give a file name ending in .png")
         if not have_matplotlib():
             raise UsageError(f"--grid: {MISSING}")
-        check_output(grid)
+        check_outputs({"-o": output, "--grid": grid}, {"model": model})
     elif image_shape is not None:
         raise UsageError("--image-shape is used with --grid FILE.png")
     dev = setup_torch(

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from deepcluster_cli.commands.common import (
-    check_output,
+    check_max_time,
+    check_outputs,
     handle_errors,
     is_main_process,
     make_progress,
@@ -98,10 +99,10 @@ def pretrain(
     from deepcluster_cli.pipeline import pretrain as run
 
     toml = load_toml(config) if config else {}
-    seed = pick(seed, toml, "seed", 0)
+    seed = pick(seed, toml, "seed", 0, int)
     scale = pick(scale, toml, "scale", "none")
     device_name = pick(device, toml, "device", "auto")
-    threads = pick(threads, toml, "threads", None)
+    threads = pick(threads, toml, "threads", None, int)
     progress = make_progress(quiet, log_format)
     explicit = {
         k: v
@@ -120,13 +121,15 @@ def pretrain(
     }
     cfg = build_config(
         PretrainConfig,
-        [(f"--config {config}", toml), ("--set", parse_sets(set_)), ("option", explicit)],
+        [(f"--config {config}", toml), ("--set", parse_sets(set_))]
+        + [(f"--{key.replace('_', '-')}", {key: value}) for key, value in explicit.items()],
     )
+    check_max_time(max_time)
+    check_outputs({"-o": output}, {"data file": data, "config file": config})
     scaler = Scaler(scale)
     table = read_features(
         data, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
     )
-    check_output(output)
     dev = setup_torch(seed, device_name, threads)
     x = scaler.fit(table.features).transform(table.features)
     progress.info(f"pretraining on {x.shape[0]} x {x.shape[1]} ({dev})")

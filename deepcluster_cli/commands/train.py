@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from deepcluster_cli.commands.common import (
-    check_output,
+    check_max_time,
+    check_outputs,
     handle_errors,
     is_main_process,
     make_progress,
@@ -104,14 +105,20 @@ def train(
     from deepcluster_cli.errors import UsageError
     from deepcluster_cli.io import LabelWriter, Scaler, check_schema
     from deepcluster_cli.methods import get_method
-    from deepcluster_cli.pipeline import check_n_clusters, check_pretrained_used, fit, save_model
+    from deepcluster_cli.pipeline import (
+        check_n_clusters,
+        check_pretrained_used,
+        check_selection,
+        fit,
+        save_model,
+    )
 
     toml = load_toml(config) if config else {}
-    seed = pick(seed, toml, "seed", 0)
+    seed = pick(seed, toml, "seed", 0, int)
     scale = pick(scale, toml, "scale", None)
     device_name = pick(device, toml, "device", "auto")
-    threads = pick(threads, toml, "threads", None)
-    restarts = pick(restarts, toml, "restarts", 1)
+    threads = pick(threads, toml, "threads", None, int)
+    restarts = pick(restarts, toml, "restarts", 1, int)
     select = pick(select, toml, "select", None)
     preset = pick(preset, toml, "preset", None)
     progress = make_progress(quiet, log_format)
@@ -127,9 +134,15 @@ def train(
     explicit = {
         k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None
     }
-    layers.append(("option", explicit))
+    layers += [(f"--{key.replace('_', '-')}", {key: value}) for key, value in explicit.items()]
     cfg = build_config(m.Config, layers)  # every setting is checked before any work
     check_pretrained_used(m, cfg, pretrained is not None)
+    check_selection(m, method, restarts, select)
+    check_max_time(max_time)
+    check_outputs(
+        {"-o": output, "--labels": labels},
+        {"data file": data, "autoencoder": pretrained, "config file": config},
+    )
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
     table = read_features(
@@ -149,8 +162,6 @@ def train(
             )
     else:
         scaler = Scaler(scale or "none").fit(table.features)
-    check_output(output)
-    check_output(labels)
     check_n_clusters(n_clusters, len(table.features))
     dev = setup_torch(seed, device_name, threads)
     x = scaler.transform(table.features)

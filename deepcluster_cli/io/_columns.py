@@ -100,11 +100,17 @@ def resolve_named(
     return NamedPlan(features=features, label=label, id=ident, explicit=columns is not None)
 
 
+def _clip(text: str, width: int = 60) -> str:
+    """Keep a one-line message readable when a name or value is a whole line of text."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def not_numeric_error(
     source: str, column: str, *, explicit: bool, row: int | None = None, value: object = None
 ) -> DataError:
     """The message for a feature column that holds non-numbers."""
-    where = f" (row {row}: {value!r})" if row is not None else ""
+    where = f" (row {row}: {_clip(repr(value))})" if row is not None else ""
+    column = _clip(column)
     if explicit:
         return DataError(f"{source}: column '{column}' is not numeric{where}")
     return DataError(
@@ -122,6 +128,8 @@ def parse_index(source: str, value: str | int, n_columns: int, option: str, kind
             f"{source}: {kind} data has no column names; {option} takes a column index "
             f"such as 0, got '{value}'"
         ) from None
+    if n_columns == 0:
+        raise DataError(f"{source}: {option} {index}: the data has no columns")
     if not -n_columns <= index < n_columns:
         raise DataError(
             f"{source}: {option} {index} is out of range; the data has {n_columns} "
@@ -240,15 +248,21 @@ LABEL_NAMES = ("cluster", "label", "labels", "y", "target", "class")
 
 
 def choose_label_column(
-    source: str, names: list[str], *, column: str | None, id_column: str | None
+    source: str,
+    names: list[str],
+    *,
+    column: str | None,
+    id_column: str | None,
+    option: str = "--label-column",
 ) -> str:
     """The labels column of a table: ``column`` if given, else 'cluster' (our own label
-    files), else the only column besides the id column."""
+    files), else the only column besides the id column. ``option`` is the option that
+    names the column, for messages (``evaluate`` reads its LABELS with --cluster-column)."""
     present = set(names)
-    for option, name in (("--label-column", column), ("--id-column", id_column)):
+    for opt, name in ((option, column), ("--id-column", id_column)):
         if name is not None and name not in present:
             raise DataError(
-                f"{source}: no column '{name}' for {option} (columns: {list_names(names)})"
+                f"{source}: no column '{name}' for {opt} (columns: {list_names(names)})"
             )
     if column is not None:
         return column
@@ -258,6 +272,5 @@ def choose_label_column(
     if len(others) == 1:
         return others[0]
     raise DataError(
-        f"{source}: has columns {list_names(names)}; pass --label-column to say which holds "
-        "the labels"
+        f"{source}: has columns {list_names(names)}; pass {option} to say which holds the labels"
     )

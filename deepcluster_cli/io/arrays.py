@@ -335,7 +335,7 @@ def _label_values(source: str, values: np.ndarray, column: int | None) -> np.nda
 
 
 def read_array_labels(
-    path: str, fmt: str, *, column: str | int | None
+    path: str, fmt: str, *, column: str | int | None, option: str = "--label-column"
 ) -> tuple[str | None, np.ndarray]:
     """``(array key or None, labels)`` from a 1-D array, or one column of a 2-D one."""
     source = display_name(path)
@@ -354,7 +354,7 @@ def read_array_labels(
                 if name is None:
                     raise DataError(
                         f"{source}: holds arrays {list_names(archive.keys)}; pass "
-                        "--label-column with the name of the labels array"
+                        f"{option} with the name of the labels array"
                     )
             values = archive.load(name)
         finally:
@@ -365,7 +365,7 @@ def read_array_labels(
         values = values[:, 0]
     if values.ndim == 1:
         if column is not None:  # one column: only 0 (or -1) is valid
-            parse_index(source, column, 1, "--label-column", fmt.upper())
+            parse_index(source, column, 1, option, fmt.upper())
         return name, _label_values(source, np.array(values), None)
     if values.ndim != 2:
         raise DataError(
@@ -374,8 +374,8 @@ def read_array_labels(
         )
     if column is None:
         raise DataError(
-            f"{source}: holds {values.shape[1]} columns; pass --label-column with the index "
+            f"{source}: holds {values.shape[1]} columns; pass {option} with the index "
             "of the labels column"
         )
-    index = parse_index(source, column, values.shape[1], "--label-column", fmt.upper())
+    index = parse_index(source, column, values.shape[1], option, fmt.upper())
     return name, _label_values(source, np.array(values[:, index]), index)

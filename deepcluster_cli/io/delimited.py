@@ -40,6 +40,7 @@ NA_TEXT = [
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 ]  # fmt: skip
 
+_NAMES = {",": "comma-separated", "\t": "tab-separated"}
 _FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -65,6 +66,21 @@ def _header(source: str, line: bytes, sep: str) -> list[str]:
             )
         seen.add(name)
     return names
+
+
+def _refuse_other_separator(source: str, names: list[str], line: bytes, sep: str) -> None:
+    """A one-column header and first row that both split into the same number of fields on
+    another common separator are a file in another dialect (``a;b;c`` read as CSV): say so,
+    instead of calling the whole header line one non-numeric column."""
+    if len(names) != 1:
+        return
+    row = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    for other, hint in ((",", "--format csv"), ("\t", "--format tsv"), (";", None), ("|", None)):
+        n_fields = len(names[0].split(other))
+        if other != sep and n_fields >= 2 and len(row.split(other)) == n_fields:
+            shown = "tab" if other == "\t" else repr(other)
+            how = f"read it with {hint}" if hint else "convert it to comma- or tab-separated"
+            raise DataError(f"{source}: the file looks {shown}-separated, not {_NAMES[sep]}; {how}")
 
 
 def _check_first_row(source: str, line: bytes, sep: str, n_names: int) -> None:
@@ -192,6 +208,7 @@ class DelimitedFile:
             second_line = b""  # pandas reads on from here and reports the error itself
         try:
             _check_first_row(self.source, second_line, SEPARATORS[self.fmt], len(self.names))
+            _refuse_other_separator(self.source, self.names, second_line, SEPARATORS[self.fmt])
         except DataError:
             self._stack.close()
             raise
@@ -289,11 +306,18 @@ def iter_delimited(
 
 
 def read_delimited_labels(
-    path: str, fmt: str, *, column: str | None, id_column: str | None
+    path: str,
+    fmt: str,
+    *,
+    column: str | None,
+    id_column: str | None,
+    option: str = "--label-column",
 ) -> tuple[str, np.ndarray, np.ndarray | None]:
     """``(column name, labels, ids or None)`` from one column of a CSV / TSV file."""
     with DelimitedFile(path, fmt) as file:
-        name = choose_label_column(file.source, file.names, column=column, id_column=id_column)
+        name = choose_label_column(
+            file.source, file.names, column=column, id_column=id_column, option=option
+        )
         needed = [name] if id_column is None else [name, id_column]
         labels, ids = [], []
         for row0, frame in file.frames(needed=needed, id_column=id_column, chunk_rows=None):

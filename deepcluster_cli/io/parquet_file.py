@@ -140,13 +140,13 @@ def iter_parquet(
 
 
 def read_parquet_labels(
-    path: str, *, column: str | None, id_column: str | None
+    path: str, *, column: str | None, id_column: str | None, option: str = "--label-column"
 ) -> tuple[str, np.ndarray, np.ndarray | None]:
     """``(column name, labels, ids or None)`` from one column of a Parquet file."""
     source = display_name(path)
     with open_parquet(path) as file:
         name = choose_label_column(
-            source, file.schema_arrow.names, column=column, id_column=id_column
+            source, file.schema_arrow.names, column=column, id_column=id_column, option=option
         )
         wanted = [name] if id_column is None or id_column == name else [name, id_column]
         try:

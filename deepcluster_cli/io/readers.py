@@ -189,6 +189,7 @@ def read_ids_and_labels(
     fmt: str | None = None,
     column: str | int | None = None,
     id_column: str | None = None,
+    option: str = "--label-column",
 ) -> LabelColumn:
     """Read a labels column, and the id column if ``id_column`` is given.
 
@@ -197,6 +198,8 @@ def read_ids_and_labels(
     (idx1) file, or column ``column`` (an index) of a 2-D one; for NPZ, ``column`` may name an
     array of the archive, else the single array or the first of cluster, label, labels, y,
     target, class. ``id_column`` applies to tables only.
+
+    ``option`` is the option that names ``column``, for messages.
 
     Raises
     ------
@@ -211,21 +214,29 @@ def read_ids_and_labels(
     if kind in ("csv", "tsv"):
         from deepcluster_cli.io.delimited import read_delimited_labels
 
-        name, labels, ids = read_delimited_labels(path, kind, column=name_arg, id_column=id_column)
+        name, labels, ids = read_delimited_labels(
+            path, kind, column=name_arg, id_column=id_column, option=option
+        )
     elif kind == "parquet":
         from deepcluster_cli.io.parquet_file import read_parquet_labels
 
-        name, labels, ids = read_parquet_labels(path, column=name_arg, id_column=id_column)
+        name, labels, ids = read_parquet_labels(
+            path, column=name_arg, id_column=id_column, option=option
+        )
     else:
         if id_column is not None:
             raise DataError(f"{source}: {kind.upper()} files have no id column")
-        key, labels = read_array_labels(path, kind, column=column)
+        key, labels = read_array_labels(path, kind, column=column, option=option)
         name, ids = key, None
     return LabelColumn(labels=labels, ids=ids, name=name, source=source)
 
 
 def read_labels(
-    path: str, *, fmt: str | None = None, column: str | int | None = None
+    path: str,
+    *,
+    fmt: str | None = None,
+    column: str | int | None = None,
+    option: str = "--label-column",
 ) -> np.ndarray:
     """Read one column of labels (for ``evaluate``); see :func:`read_ids_and_labels`.
 
@@ -234,4 +245,4 @@ def read_labels(
     numpy.ndarray
         ``(n,)``, any dtype; text labels are an object array of ``str``.
     """
-    return read_ids_and_labels(path, fmt=fmt, column=column).labels
+    return read_ids_and_labels(path, fmt=fmt, column=column, option=option).labels

@@ -56,6 +56,11 @@ def case_files(tmp_path):
         "missing label column": (str(parquet), ["--label-column", "truth"], ["truth"]),
         "missing id column": (str(parquet), ["--id-column", "key"], ["key"]),
         "unknown format": (write(tmp_path, "x.xlsx", b"abc"), [], ["--format"]),
+        "semicolon-separated": (
+            write(tmp_path, "semi.csv", b"a;b;c\n1;2;3\n4;5;6\n7;8;9\n"),
+            [],
+            ["';'-separated", "not comma-separated"],
+        ),
     }
     nan_csv.to_csv(tmp_path / "nan.csv", index=False)
     inf_csv.to_csv(tmp_path / "inf.csv", index=False)
@@ -81,6 +86,7 @@ CASES = [
     "missing label column",
     "missing id column",
     "unknown format",
+    "semicolon-separated",
 ]
 
 
@@ -139,6 +145,12 @@ def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model,
         (["-m", "kmeans", "-k", "2", "--threads", "0"], ["--threads"]),
         (["-m", "kmeans", "-k", "2", "--labels", "/no/such/dir/l.csv"], ["does not exist"]),
         (["-m", "kmeans", "-k", "2", "--config", "/no/such.toml"], ["no such file"]),
+        (["-m", "dec", "-k", "2", "--lr", "nan"], ["--lr", "not a finite number"]),
+        (["-m", "dec", "-k", "2", "--set", "alpha=inf"], ["alpha", "not a finite number"]),
+        (["-m", "kmeans", "-k", "2", "--lr", "0.1"], ["--lr", "not a setting of this method"]),
+        (["-m", "kmeans", "-k", "2", "--restarts", "0"], ["--restarts"]),
+        (["-m", "kmeans", "-k", "2", "--select", "bogus"], ["--select bogus"]),
+        (["-m", "kmeans", "-k", "2", "--max-time", "-1"], ["--max-time"]),
     ],
 )
 def test_train_refuses_bad_options(cli, tmp_path, args, words):
@@ -147,6 +159,33 @@ def test_train_refuses_bad_options(cli, tmp_path, args, words):
     out = tmp_path / "m.pt"
     r = cli("train", path, "--label-column", "label", *args, "-o", out)
     assert_clean_failure(r, words, out)
+
+
+@pytest.mark.parametrize(
+    "line, words",
+    [('seed = "abc"', ["seed", "'abc'", "int"]), ("threads = 1.5", ["threads", "int"])],
+)
+def test_train_refuses_a_config_value_of_the_wrong_type(cli, tmp_path, line, words):
+    path = tmp_path / "ok.csv"
+    good_table().to_csv(path, index=False)
+    config = tmp_path / "run.toml"
+    config.write_text(line + "\n")
+    out = tmp_path / "m.pt"
+    r = cli(
+        "train",
+        path,
+        "--label-column",
+        "label",
+        "-m",
+        "kmeans",
+        "-k",
+        2,
+        "--config",
+        config,
+        "-o",
+        out,
+    )
+    assert_clean_failure(r, ["--config", *words], out)
 
 
 def test_unknown_option_is_a_usage_error(cli, tmp_path):
@@ -182,3 +221,84 @@ def test_assign_refuses_bad_checkpoints(cli, tmp_path, model, kind):
     r = cli("assign", bad, path, "--label-column", "label")
     assert r.exit_code == 2 and "Traceback" not in r.stderr
     assert r.stdout == ""
+
+
+def _inputs(cli, tmp_path):
+    """data.csv, an autoencoder, a k-means model and its labels, all real files."""
+    data = tmp_path / "data.csv"
+    good_table().to_csv(data, index=False)
+    lab = ["--label-column", "label"]
+    ae, model, labels = tmp_path / "ae.pt", tmp_path / "model.pt", tmp_path / "labels.csv"
+    for args in (
+        ["pretrain", data, *lab, "-o", ae, "--epochs", 1, "--arch", "8", "--latent", 2],
+        ["train", data, *lab, "-m", "kmeans", "-k", 3, "-o", model, "--labels", labels],
+    ):
+        r = cli(*args)
+        assert r.exit_code == 0, r.stderr
+    return {"data": data, "ae": ae, "model": model, "labels": labels}
+
+
+OVERWRITES = {
+    "train -o data": (["train", "{data}", "-m", "kmeans", "-k", "3", "-o", "{data}"], "data file"),
+    "train --labels data": (
+        ["train", "{data}", "-m", "kmeans", "-k", "3", "-o", "{new}", "--labels", "{data}"],
+        "data file",
+    ),
+    "train -o autoencoder": (
+        ["train", "{data}", "-m", "aekm", "-k", "3", "--pretrained", "{ae}", "-o", "{ae}"],
+        "autoencoder",
+    ),
+    "train -o = --labels": (
+        ["train", "{data}", "-m", "kmeans", "-k", "3", "-o", "{model}", "--labels", "{model}"],
+        "both -o and --labels",
+    ),
+    "pretrain -o data": (["pretrain", "{data}", "-o", "{data}", "--epochs", "1"], "data file"),
+    "assign -o model": (
+        ["assign", "{model}", "{data}", "--label-column", "label", "-o", "{model}"],
+        "model",
+    ),
+    "assign --embedding data": (
+        ["assign", "{model}", "{data}", "-o", "{new}", "--embedding", "{data}"],
+        "data file",
+    ),
+    "evaluate -o truth": (
+        ["evaluate", "{labels}", "--truth", "{data}", "--label-column", "label", "-o", "{data}"],
+        "truth file",
+    ),
+    "generate -o model": (["generate", "{model}", "-o", "{model}"], "model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERWRITES))
+def test_an_output_that_names_an_input_is_refused_and_the_input_kept(cli, tmp_path, case):
+    files = _inputs(cli, tmp_path)
+    before = {name: path.read_bytes() for name, path in files.items()}
+    new = tmp_path / "new.out"
+    args, words = OVERWRITES[case]
+    paths = {**{k: str(v) for k, v in files.items()}, "new": str(new)}
+    r = cli(*[a.format(**paths) for a in args])
+    assert_clean_failure(r, [words], new)
+    assert {name: path.read_bytes() for name, path in files.items()} == before
+
+
+def test_an_output_reached_through_a_link_to_the_data_is_refused(cli, tmp_path):
+    data = tmp_path / "data.csv"
+    good_table().to_csv(data, index=False)
+    link = tmp_path / "link.csv"
+    link.symlink_to(data)
+    before = data.read_bytes()
+    r = cli("train", link, "-m", "kmeans", "-k", 3, "-o", data)
+    assert_clean_failure(r, ["data file"])
+    assert data.read_bytes() == before
+
+
+def test_a_library_warning_is_one_line_on_stderr(cli, tmp_path):
+    """k-means on identical rows: scikit-learn warns that it found fewer distinct clusters.
+    The user sees our one-line form, not the library's file and source line."""
+    path = tmp_path / "same.csv"
+    pd.DataFrame(np.ones((30, 3)), columns=["a", "b", "c"]).to_csv(path, index=False)
+    r = cli("train", path, "-m", "kmeans", "-k", 3, "-o", tmp_path / "m.pt")
+    assert r.exit_code == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "distinct clusters" in line]
+    assert lines and all(line.startswith("deepcluster: warning: ") for line in lines)
+    assert "sklearn" not in r.stderr and "fit_method" not in r.stderr

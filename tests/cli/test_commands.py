@@ -75,6 +75,41 @@ def test_evaluate_json_scores_and_sizes(cli, trained, digits_csv, tmp_path):
     assert sum(rep["sizes"].values()) == 1797
 
 
+def test_evaluate_reads_the_npy_labels_assign_writes(cli, trained, digits_csv, tmp_path):
+    """``assign -o labels.npy`` writes the labels alone; evaluate takes them with no
+    column option and scores them as the CSV from training."""
+    npy = tmp_path / "labels.npy"
+    r = cli("assign", trained, digits_csv, *COLS, "-o", npy)
+    assert r.exit_code == 0, r.stderr
+    scores = []
+    for labels in (npy, tmp_path / "train.csv"):
+        r = cli(
+            "evaluate", labels, "--truth", digits_csv, "--label-column", "label", "--format", "json"
+        )
+        assert r.exit_code == 0, r.stderr
+        scores.append(json.loads(r.stdout)["scores"])
+    assert scores[0] == scores[1]
+
+
+def test_evaluate_names_cluster_column_when_labels_column_is_unclear(cli, digits_csv, tmp_path):
+    labels = tmp_path / "renamed.csv"
+    labels.write_text("id,c\n" + "".join(f"{i},{i % 3}\n" for i in range(1797)))
+    r = cli("evaluate", labels, "--truth", digits_csv, "--label-column", "label")
+    assert r.exit_code == 2
+    assert "pass --cluster-column" in r.stderr and "Traceback" not in r.stderr
+    r = cli(
+        "evaluate",
+        labels,
+        "--cluster-column",
+        "c",
+        "--truth",
+        digits_csv,
+        "--label-column",
+        "label",
+    )
+    assert r.exit_code == 0, r.stderr
+
+
 def test_evaluate_with_data_adds_internal_scores(cli, trained, digits_csv, tmp_path):
     r = cli(
         "evaluate",
