@@ -75,6 +75,14 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         Path(tmp).write_bytes(buf.getvalue())
 
 
+#: What each kind of checkpoint is, in the words of the command that writes it.
+_KINDS = {
+    "model": "a clustering model (from deepcluster train)",
+    "autoencoder": "an autoencoder (from deepcluster pretrain)",
+    "resume": "a resumable state (MODEL.pt.resume, for --resume)",
+}
+
+
 def load_checkpoint(path: str | Path, *, kinds: tuple[str, ...] = KINDS) -> Checkpoint:
     """Read and validate a checkpoint. Every failure is a one-line ModelError/DataError."""
     p = Path(path)
@@ -107,8 +115,9 @@ def load_checkpoint(path: str | Path, *, kinds: tuple[str, ...] = KINDS) -> Chec
         )
     kind = payload.get("kind")
     if kind not in kinds:
-        want = " or ".join(kinds)
-        raise ModelError(f"{path}: is a checkpoint of kind '{kind}', expected {want}")
+        want = " or ".join(_KINDS.get(k, f"a '{k}' checkpoint") for k in kinds)
+        have = _KINDS.get(kind, f"a checkpoint of kind '{kind}'")
+        raise ModelError(f"{path}: is {have}; this needs {want}")
     try:
         return Checkpoint(
             kind=kind,

@@ -302,3 +302,13 @@ def test_a_library_warning_is_one_line_on_stderr(cli, tmp_path):
     lines = [line for line in r.stderr.splitlines() if "distinct clusters" in line]
     assert lines and all(line.startswith("deepcluster: warning: ") for line in lines)
     assert "sklearn" not in r.stderr and "fit_method" not in r.stderr
+
+
+def test_a_checkpoint_of_the_other_kind_says_which_command_makes_the_right_one(cli, tmp_path):
+    files = _inputs(cli, tmp_path)
+    r = cli("assign", files["ae"], files["data"], "--label-column", "label")
+    assert_clean_failure(r, ["is an autoencoder", "needs a clustering model", "deepcluster train"])
+    out = tmp_path / "m.pt"
+    r = cli("train", files["data"], "--label-column", "label", "-m", "aekm", "-k", 3,
+            "--pretrained", files["model"], "-o", out)  # fmt: skip
+    assert_clean_failure(r, ["is a clustering model", "needs an autoencoder"], out)
