@@ -37,12 +37,12 @@ ScaleOpt = Annotated[
     Optional[str],
     typer.Option(
         "--scale",
-        help="Preprocessing fitted on the training data: none, minmax, standard, l2 [default: none].",
+        help="Preprocessing fitted on the training data: none, minmax, standard, l2 \\[default: none].",
     ),
 ]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed \\[default: 0].")]
 DeviceOpt = Annotated[
-    Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps [default: auto].")
+    Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps \\[default: auto].")
 ]
 ThreadsOpt = Annotated[
     Optional[int], typer.Option("--threads", help="CPU threads for PyTorch (default: all cores).")

@@ -55,7 +55,7 @@ def assign(
         Optional[int],
         typer.Option(
             "--chunk-rows",
-            help="Rows read from the file at a time [default: about 16 MiB of features].",
+            help="Rows read from the file at a time \\[default: about 16 MiB of features].",
         ),
     ] = None,
     shard: Annotated[

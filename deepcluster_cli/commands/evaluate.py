@@ -33,7 +33,7 @@ def evaluate(
         Optional[str],
         typer.Option(
             "--cluster-column",
-            help="Column of LABELS with the clusters [default: 'cluster', else the only "
+            help="Column of LABELS with the clusters \\[default: 'cluster', else the only "
             "column besides 'id'; none for a 1-D .npy, as assign -o labels.npy writes].",
         ),
     ] = None,
@@ -67,7 +67,7 @@ def evaluate(
         typer.Option(
             "--embedding",
             help="Embedding rows (from assign --embedding) for the report's 2-D map "
-            "[default: the --data features].",
+            "\\[default: the --data features].",
         ),
     ] = None,
     model: Annotated[

@@ -25,7 +25,7 @@ def generate(
         Optional[str],
         typer.Option(
             "--mode",
-            help="sample, centroids or interpolate [default: sample for generative models, else centroids].",
+            help="sample, centroids or interpolate \\[default: sample for generative models, else centroids].",
         ),
     ] = None,
     n: Annotated[int, typer.Option("-n", help="Rows to generate (sample, interpolate).")] = 10,

@@ -49,18 +49,18 @@ def pretrain(
     ],
     arch: Annotated[
         Optional[str],
-        typer.Option("--arch", help="Hidden widths of the encoder [default: 500,500,2000]."),
+        typer.Option("--arch", help="Hidden widths of the encoder \\[default: 500,500,2000]."),
     ] = None,
     latent: Annotated[
-        Optional[int], typer.Option("--latent", help="Code dimension [default: 10].")
+        Optional[int], typer.Option("--latent", help="Code dimension \\[default: 10].")
     ] = None,
     activation: Annotated[
         Optional[str],
-        typer.Option("--activation", help="relu, leaky_relu, elu, gelu, tanh [default: relu]."),
+        typer.Option("--activation", help="relu, leaky_relu, elu, gelu, tanh \\[default: relu]."),
     ] = None,
     noise: Annotated[
         Optional[float],
-        typer.Option("--noise", help="Denoising: std of Gaussian input noise [default: 0]."),
+        typer.Option("--noise", help="Denoising: std of Gaussian input noise \\[default: 0]."),
     ] = None,
     variational: Annotated[
         Optional[bool],
@@ -71,7 +71,7 @@ def pretrain(
     loss: Annotated[
         Optional[str],
         typer.Option(
-            "--loss", help="mse, bce or auto (bce when all values lie in [0,1]) [default: auto]."
+            "--loss", help="mse, bce or auto (bce when all values lie in [0,1]) \\[default: auto]."
         ),
     ] = None,
     epochs: EpochsOpt = None,

@@ -70,7 +70,7 @@ def train(
         Optional[int],
         typer.Option(
             "--restarts",
-            help="Train N times with seeds seed..seed+N-1 and keep the best [default: 1].",
+            help="Train N times with seeds seed..seed+N-1 and keep the best \\[default: 1].",
         ),
     ] = None,
     select: Annotated[

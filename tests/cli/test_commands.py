@@ -290,6 +290,31 @@ def test_subprocess_stdin_csv_and_exit_codes(trained, digits_csv):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("command", ["pretrain", "train", "assign", "evaluate", "generate"])
+def test_help_shows_the_defaults_written_in_it(cli, command, monkeypatch):
+    """Rich reads '[default: 0]' as a markup tag and drops it unless escaped: every
+    '[default: ...]' written in a help string must reach the user."""
+    import re
+    import typing
+
+    from deepcluster_cli.cli import app
+
+    typer_command = next(c for c in app.registered_commands if c.callback.__name__ == command)
+    hints = typing.get_type_hints(typer_command.callback, include_extras=True)
+    written = []
+    for param in hints.values():
+        for meta in getattr(param, "__metadata__", ()):
+            help_text = (getattr(meta, "help", None) or "").replace("\\[", "[")
+            written += re.findall(r"\[default: ([^\]]+)\]", help_text)
+    assert written, command  # every command has at least one
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: nothing wraps
+    r = cli(command, "--help")
+    assert r.exit_code == 0
+    shown = " ".join(r.stdout.split())
+    for default in written:
+        assert f"[default: {' '.join(default.split())}]" in shown, default
+
+
 def test_help_and_methods_do_not_import_torch():
     code = (
         "import sys; from deepcluster_cli.cli import app; "
