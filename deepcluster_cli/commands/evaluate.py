@@ -33,8 +33,8 @@ def evaluate(
         Optional[str],
         typer.Option(
             "--cluster-column",
-            help="Column of LABELS with the clusters \\[default: 'cluster', else the only "
-            "column besides 'id'; none for a 1-D .npy, as assign -o labels.npy writes].",
+            help="Column of LABELS with the clusters \\[default: 'cluster', else the file's "
+            "only column; none for a 1-D .npy, as assign -o labels.npy writes].",
         ),
     ] = None,
     data: Annotated[
