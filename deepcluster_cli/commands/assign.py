@@ -95,7 +95,10 @@ def assign(
     part, parts = parse_shard(shard) if shard is not None else (0, 1)
     if shard is not None and shard_by == "block" and data == "-":
         raise UsageError("--shard on standard input: use --shard-by stride (rows are not counted)")
-    check_outputs({"-o": output, "--embedding": embedding}, {"model": model, "data file": data})
+    check_outputs(  # no -o: the labels go to stdout
+        {"the labels (-o)": output or "-", "--embedding": embedding},
+        {"model": model, "data file": data},
+    )
     dev = setup_torch(
         0,
         device or "auto",

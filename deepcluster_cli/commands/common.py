@@ -191,11 +191,28 @@ def _same_file(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+def check_outputs(
+    outputs: dict[str, str | None],
+    inputs: dict[str, str | None],
+    *,
+    files_only: tuple[str, ...] = (),
+) -> None:
     """:func:`check_output` for each output, and refuse an output that is one of the
     command's inputs or another of its outputs: the run would replace a file the user
     has (the data, the model) or write two results to one file. Keys name the options
-    (``{"-o": "model.pt"}``), values are paths; ``None`` and ``-`` (stdio) are skipped."""
+    (``{"-o": "model.pt"}``), values are paths; ``None`` is skipped, ``-`` is stdout: one
+    output at most may take it, and none of the ``files_only`` options (checkpoints)."""
+    to_stdout = [opt for opt, path in outputs.items() if path == "-"]
+    for opt in to_stdout:
+        if opt in files_only:
+            raise UsageError(
+                f"{opt} -: a checkpoint is a binary file, not for stdout; give a file name"
+            )
+    if len(to_stdout) > 1:
+        raise UsageError(
+            f"{' and '.join(to_stdout)} both write to stdout, where one table can go; "
+            "send one of them to a file"
+        )
     given = [(opt, path) for opt, path in outputs.items() if path not in (None, "-")]
     for i, (opt, path) in enumerate(given):
         check_output(path)

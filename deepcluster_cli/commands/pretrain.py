@@ -125,7 +125,7 @@ def pretrain(
         + [(f"--{key.replace('_', '-')}", {key: value}) for key, value in explicit.items()],
     )
     check_max_time(max_time)
-    check_outputs({"-o": output}, {"data file": data, "config file": config})
+    check_outputs({"-o": output}, {"data file": data, "config file": config}, files_only=("-o",))
     scaler = Scaler(scale)
     table = read_features(
         data, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column

@@ -142,6 +142,7 @@ def train(
     check_outputs(
         {"-o": output, "--labels": labels},
         {"data file": data, "autoencoder": pretrained, "config file": config},
+        files_only=("-o",),
     )
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None

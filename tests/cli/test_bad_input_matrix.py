@@ -312,3 +312,20 @@ def test_a_checkpoint_of_the_other_kind_says_which_command_makes_the_right_one(c
     r = cli("train", files["data"], "--label-column", "label", "-m", "aekm", "-k", 3,
             "--pretrained", files["model"], "-o", out)  # fmt: skip
     assert_clean_failure(r, ["is a clustering model", "needs an autoencoder"], out)
+
+
+def test_stdout_takes_one_table_and_no_checkpoint(cli, tmp_path):
+    files = _inputs(cli, tmp_path)
+    lab = ["--label-column", "label"]
+    r = cli("train", files["data"], *lab, "-m", "kmeans", "-k", 3, "-o", "-")
+    assert_clean_failure(r, ["-o -", "checkpoint", "give a file name"])
+    r = cli("pretrain", files["data"], *lab, "-o", "-", "--epochs", 1)
+    assert_clean_failure(r, ["-o -", "checkpoint"])
+    assert not (tmp_path / "-").exists() and r.stdout == ""
+    r = cli("assign", files["model"], files["data"], *lab, "--embedding", "-")
+    assert_clean_failure(r, ["--embedding", "both write to stdout"])
+    assert r.stdout == ""
+    out = tmp_path / "labels_new.csv"
+    r = cli("assign", files["model"], files["data"], *lab, "-o", out, "--embedding", "-")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.count("\n") == 31 and out.read_text().startswith("id,cluster")
