@@ -122,6 +122,35 @@ def test_launcher_runs_the_package(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("deepcluster "), r.stderr
 
 
+@pytest.mark.parametrize("how", ["direct", "absolute link", "relative link", "link to a link"])
+def test_launcher_finds_the_checkout_through_links(tmp_path, how):
+    """'link this file into ~/bin': the launcher must put the checkout, not ~/bin's parent,
+    on PYTHONPATH. A stand-in interpreter prints what it was given."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "$PYTHONPATH"\n')
+    fake.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    launcher = CLI / "deepcluster"
+    if how == "direct":
+        call = launcher
+    elif how == "absolute link":
+        call = bin_dir / "deepcluster"
+        call.symlink_to(launcher)
+    elif how == "relative link":
+        call = bin_dir / "deepcluster"
+        call.symlink_to(os.path.relpath(launcher, bin_dir))
+    else:
+        middle = tmp_path / "middle"
+        middle.symlink_to(launcher)
+        call = bin_dir / "deepcluster"
+        call.symlink_to(middle)
+    env = {**os.environ, "DEEPCLUSTER_PYTHON": str(fake)}
+    r = subprocess.run([str(call), "--version"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().split(":")[0] == str(CLI.parent.resolve())
+
+
 def test_train_log_format_json_is_one_object_per_line_on_stderr(cli, digits_csv, tmp_path):
     r = cli(
         "train", digits_csv, *COLS, "-m", "aekm", "-k", 4, *TINY_AEKM,
