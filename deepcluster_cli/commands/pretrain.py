@@ -18,6 +18,7 @@ from deepcluster_cli.commands.common import (
     run_resumable,
     schema_of,
     setup_torch,
+    warn_id_like_features,
 )
 from deepcluster_cli.options import (
     BatchOpt,
@@ -130,6 +131,8 @@ def pretrain(
     table = read_features(
         data, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
     )
+    if columns is None:
+        warn_id_like_features(table, progress)
     dev = setup_torch(seed, device_name, threads)
     x = scaler.fit(table.features).transform(table.features)
     progress.info(f"pretraining on {x.shape[0]} x {x.shape[1]} ({dev})")

@@ -19,6 +19,7 @@ from deepcluster_cli.commands.common import (
     run_resumable,
     schema_of,
     setup_torch,
+    warn_id_like_features,
 )
 from deepcluster_cli.options import (
     BatchOpt,
@@ -149,6 +150,8 @@ def train(
     table = read_features(
         data, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
     )
+    if columns is None:
+        warn_id_like_features(table, progress)
     if ae_ckpt is not None:
         check_schema(
             table,

@@ -44,7 +44,7 @@ class Progress:
             self._emit("info", message, **fields)
 
     def warn(self, message: str) -> None:
-        self._emit("warning", f"warning: {message}")
+        self._emit("warning", f"deepcluster: warning: {message}")  # as errors read
 
     @contextmanager
     def stage(self, name: str, epochs: int) -> Iterator[StageProgress]:

@@ -329,3 +329,37 @@ def test_stdout_takes_one_table_and_no_checkpoint(cli, tmp_path):
     r = cli("assign", files["model"], files["data"], *lab, "-o", out, "--embedding", "-")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.count("\n") == 31 and out.read_text().startswith("id,cluster")
+
+
+@pytest.mark.parametrize(
+    "name, values, warned",
+    [
+        ("id", "count0", True),  # named and counting
+        ("image_id", "random", True),  # named like one
+        ("userId", "random", True),
+        ("n", "count1", True),  # counting from 1, any name
+        ("width", "random", False),
+        ("valid", "random", False),  # 'id' inside a word is not an identifier
+    ],
+)
+def test_a_feature_that_looks_like_a_row_identifier_is_warned_of(
+    cli, tmp_path, name, values, warned
+):
+    df = good_table()
+    n = len(df)
+    column = {"count0": np.arange(n), "count1": np.arange(1, n + 1)}.get(
+        values, np.random.default_rng(1).random(n)
+    )
+    df.insert(0, name, column)
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    base = ["train", path, "--label-column", "label", "-m", "kmeans", "-k", 3, "-q"]
+    r = cli(*base, "-o", tmp_path / "m.pt")
+    assert r.exit_code == 0, r.stderr
+    line = f"deepcluster: warning: {path}: feature column '{name}'"
+    assert (line in r.stderr) == warned, r.stderr
+    if warned:
+        assert f"--id-column {name}" in r.stderr
+        for fix in (["--id-column", name], ["--columns", "a,b,c"]):
+            r = cli(*base, *fix, "-o", tmp_path / "m2.pt")
+            assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
