@@ -86,6 +86,7 @@ def assign(
     from deepcluster_cli.engine.launch import block_bounds, parse_shard
     from deepcluster_cli.errors import UsageError
     from deepcluster_cli.io import LabelWriter, check_schema, count_rows, iter_table, write_table
+    from deepcluster_cli.io._source import is_stream
     from deepcluster_cli.pipeline import load_model, predict
 
     if batch_size < 1 or (chunk_rows is not None and chunk_rows < 1):
@@ -93,8 +94,10 @@ def assign(
     if shard_by not in ("block", "stride"):
         raise UsageError(f"--shard-by {shard_by!r}: choose block or stride")
     part, parts = parse_shard(shard) if shard is not None else (0, 1)
-    if shard is not None and shard_by == "block" and data == "-":
-        raise UsageError("--shard on standard input: use --shard-by stride (rows are not counted)")
+    if shard is not None and shard_by == "block" and is_stream(data):
+        raise UsageError(
+            "--shard on standard input or a pipe: use --shard-by stride (rows are not counted)"
+        )
     check_outputs(  # no -o: the labels go to stdout
         {"the labels (-o)": output or "-", "--embedding": embedding},
         {"model": model, "data file": data},

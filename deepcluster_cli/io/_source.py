@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import io
 import os
+import stat
 import sys
 import zlib
 from collections.abc import Iterator
@@ -33,13 +34,26 @@ def check_input_path(path: str) -> None:
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected a data file")
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
     except OSError as exc:  # pragma: no cover - races, odd filesystems
         raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
-    if size == 0:
+    # a pipe (`<(zcat x.csv.gz)`, a named FIFO) has no size: the readers find an empty one
+    if stat.S_ISREG(info.st_mode) and info.st_size == 0:
         raise DataError(f"{path}: file is empty")
     if not os.access(path, os.R_OK):
         raise DataError(f"{path}: cannot read (permission denied)")
+
+
+def is_stream(path: str) -> bool:
+    """Whether ``path`` can be read once only: stdin, or a pipe such as bash's
+    ``<(zcat x.npy.gz)`` or a named FIFO. Formats that seek (NPY, NPZ, IDX, Parquet) read
+    such an input whole into memory first, as they do stdin."""
+    if path == STDIO:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # the reader reports it
 
 
 @contextlib.contextmanager

@@ -34,9 +34,10 @@ from deepcluster_cli.io._columns import (
 from deepcluster_cli.io._source import (
     check_input_path,
     display_name,
+    is_stream,
     read_all_bytes,
 )
-from deepcluster_cli.io.formats import STDIO, is_gzipped
+from deepcluster_cli.io.formats import is_gzipped
 from deepcluster_cli.io.table import Table
 
 #: NPZ keys tried, in order, for the feature array when the archive holds several.
@@ -94,7 +95,7 @@ def open_npy(path: str) -> np.ndarray:
     """The array in an NPY file: memory-mapped for plain files, loaded for stdin and .gz."""
     source = display_name(path)
     check_input_path(path)
-    if path == STDIO or is_gzipped(path):
+    if is_stream(path) or is_gzipped(path):
         data = read_all_bytes(path)
         buffer = io.BytesIO(data)
         header = _npy_header(source, buffer)
@@ -118,7 +119,7 @@ def open_idx(path: str) -> np.ndarray:
     """The array in an MNIST IDX file (big-endian header; memory-mapped unless gzipped)."""
     source = display_name(path)
     check_input_path(path)
-    in_memory = path == STDIO or is_gzipped(path)
+    in_memory = is_stream(path) or is_gzipped(path)
     if in_memory:
         data = read_all_bytes(path)
         head = data[:4]
@@ -161,7 +162,7 @@ class _Npz:
         check_input_path(path)
         # we own the file handle: numpy leaks the one it opens when the archive is damaged
         self._handle: BinaryIO = (
-            io.BytesIO(read_all_bytes(path)) if path == STDIO else open(path, "rb")  # noqa: SIM115
+            io.BytesIO(read_all_bytes(path)) if is_stream(path) else open(path, "rb")  # noqa: SIM115
         )
         try:
             self._archive = np.load(self._handle, allow_pickle=False)

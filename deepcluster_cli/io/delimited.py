@@ -98,7 +98,20 @@ def _check_first_row(source: str, line: bytes, sep: str, n_names: int) -> None:
         raise DataError(f"{source}: line 2 has more fields than the header's {n_names}")
 
 
+#: Magic numbers of binary data that reaches the CSV reader (a pipe or stdin has no extension).
+_BINARY = {
+    b"PAR1": "Parquet data; pass --format parquet",
+    b"\x93NUMPY": "NPY data; pass --format npy",
+    b"PK\x03\x04": "a zip archive (NPZ?); pass --format npz",
+    b"\x1f\x8b": "gzip data; name the file .csv.gz, or decompress it first",
+}
+
+
 def _not_utf8(source: str, exc: UnicodeDecodeError) -> DataError:
+    head = bytes(exc.object[:8])  # the header line: the start of the input
+    for magic, what in _BINARY.items():
+        if head.startswith(magic):
+            return DataError(f"{source}: this is {what}")
     byte = exc.object[exc.start] if exc.start < len(exc.object) else None
     what = f" (byte 0x{byte:02x})" if byte is not None else ""
     return DataError(f"{source}: not UTF-8 text{what}; save the file as UTF-8")

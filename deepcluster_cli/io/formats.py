@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import PurePath
 
 from deepcluster_cli.errors import DataError, UsageError
@@ -50,6 +52,13 @@ def is_gzipped(path: str) -> bool:
     return path != STDIO and path.lower().endswith(".gz")
 
 
+def _is_pipe(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def detect_format(path: str, fmt: str | None = None) -> str:
     """Return the input format of ``path``, one of :data:`FORMATS`.
 
@@ -72,6 +81,8 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     if path == STDIO:
         return "csv"
     found = _guess(path)
+    if found is None and _is_pipe(path):
+        return "csv"  # bash's <(...) has no extension: read it as stdin is read
     if found is None:
         raise DataError(
             f"{path}: cannot tell the format from the file name; "

@@ -16,8 +16,7 @@ from deepcluster_cli.io._columns import (
     choose_label_column,
     resolve_named,
 )
-from deepcluster_cli.io._source import check_input_path, display_name, read_all_bytes
-from deepcluster_cli.io.formats import STDIO
+from deepcluster_cli.io._source import check_input_path, display_name, is_stream, read_all_bytes
 from deepcluster_cli.io.table import Table
 
 # What pyarrow raises for a file that is not (or no longer) valid Parquet.
@@ -42,7 +41,7 @@ def open_parquet(path: str) -> pq.ParquetFile:
     """Open ``path`` (``"-"``: stdin, read whole) and check its column names."""
     source = display_name(path)
     check_input_path(path)
-    where = io.BytesIO(read_all_bytes(path)) if path == STDIO else path
+    where = io.BytesIO(read_all_bytes(path)) if is_stream(path) else path
     try:
         file = pq.ParquetFile(where)
         names = file.schema_arrow.names

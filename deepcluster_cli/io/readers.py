@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepcluster_cli.errors import DataError, UsageError
-from deepcluster_cli.io._source import check_input_path, display_name
+from deepcluster_cli.io._source import check_input_path, display_name, is_stream
 from deepcluster_cli.io.arrays import iter_array_file, read_array_labels
 from deepcluster_cli.io.formats import detect_format
 from deepcluster_cli.io.table import Table, concat_tables
@@ -140,8 +140,8 @@ def count_rows(
     """Number of data rows: from the header for NPY and Parquet, by one streamed pass
     otherwise. Standard input cannot be counted without consuming it."""
     check_input_path(path)
-    if path == "-":
-        raise UsageError("cannot count the rows of standard input; read a file")
+    if is_stream(path):
+        raise UsageError(f"cannot count the rows of {display_name(path)}, a stream; read a file")
     kind = detect_format(path, fmt)
     if kind == "npy":
         try:
