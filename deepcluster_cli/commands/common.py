@@ -14,7 +14,9 @@ import typer
 
 from deepcluster_cli.errors import DeepclusterError, UsageError
 
-STATE = {"debug": False}
+#: ``debug``: --debug given; ``progress``: the running command's reporter, once made (library
+#: warnings go through it, so --log-format json stays one object per line).
+STATE: dict[str, Any] = {"debug": False, "progress": None}
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -27,7 +29,12 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     of Python's two-line form with the library's file and source line (``--debug`` keeps
     that form)."""
     text = str(message).strip().splitlines()
-    print(f"deepcluster: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+    first = text[0] if text else category.__name__
+    progress = STATE["progress"]
+    if progress is not None:
+        progress.warn(first)
+    else:
+        print(f"deepcluster: warning: {first}", file=sys.stderr)
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -35,6 +42,7 @@ def handle_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        STATE["progress"] = None
         try:
             with warnings.catch_warnings():
                 if not STATE["debug"]:
@@ -117,8 +125,12 @@ def make_progress(quiet: bool, log_format: str):
     if not is_main_process():  # torchrun: rank 0 speaks for all (errors still name a rank)
         import os
 
-        return Progress(quiet=True, log_format=log_format, stream=open(os.devnull, "w"))
-    return Progress(quiet=quiet, log_format=log_format)
+        STATE["progress"] = Progress(
+            quiet=True, log_format=log_format, stream=open(os.devnull, "w")
+        )
+    else:
+        STATE["progress"] = Progress(quiet=quiet, log_format=log_format)
+    return STATE["progress"]
 
 
 def read_features(path: str, *, fmt, columns, label_column, id_column):

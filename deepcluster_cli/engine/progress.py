@@ -44,7 +44,10 @@ class Progress:
             self._emit("info", message, **fields)
 
     def warn(self, message: str) -> None:
-        self._emit("warning", f"deepcluster: warning: {message}")  # as errors read
+        # text: read as errors are; json: the event already says what it is
+        self._emit(
+            "warning", message if self.log_format == "json" else f"deepcluster: warning: {message}"
+        )
 
     @contextmanager
     def stage(self, name: str, epochs: int) -> Iterator[StageProgress]:

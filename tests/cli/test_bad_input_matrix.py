@@ -363,3 +363,18 @@ def test_a_feature_that_looks_like_a_row_identifier_is_warned_of(
         for fix in (["--id-column", name], ["--columns", "a,b,c"]):
             r = cli(*base, *fix, "-o", tmp_path / "m2.pt")
             assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_warnings_under_log_format_json_are_json_objects(cli, tmp_path):
+    """Ours (a column named like an id) and a library's (k-means on identical rows) both
+    arrive as {"event": "warning"} objects: --log-format json stays one object per line."""
+    import json
+
+    path = tmp_path / "same.csv"
+    pd.DataFrame({"key": np.ones(30), "a": np.ones(30)}).to_csv(path, index=False)
+    r = cli("train", path, "-m", "kmeans", "-k", 3, "--log-format", "json", "-o", tmp_path / "m.pt")
+    assert r.exit_code == 0, r.stderr
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    warnings_ = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("feature column 'key'" in m for m in warnings_), warnings_
+    assert any("distinct clusters" in m for m in warnings_), warnings_
