@@ -292,6 +292,8 @@ def run_resumable(
     """Run ``body(control, state)`` so that SIGINT/SIGTERM or ``--max-time`` save a resumable
     state beside ``output`` (exit 130/143, or 0 for the time budget) and ``--resume``
     continues from it. Returns body's result, or None when stopped by the time budget."""
+    from pathlib import Path
+
     from deepcluster_cli.engine.interrupt import EXIT_CODES, graceful_stop
     from deepcluster_cli.engine.trainer import StopTraining
     from deepcluster_cli.errors import Interrupted
@@ -299,6 +301,11 @@ def run_resumable(
 
     check_max_time(max_time)
     state = load_resume(output, run=run, schema=schema)[0] if resume else None
+    if not resume and Path(resume_path(output)).exists():
+        progress.warn(
+            f"{resume_path(output)} holds an interrupted run; this run starts over and removes it "
+            "when it succeeds (stop now and repeat with --resume to continue that run)"
+        )
     with graceful_stop(max_time) as control:
         try:
             return body(control, state)

@@ -44,6 +44,21 @@ def test_resume_refuses_a_different_command(cli, digits_csv, tmp_path):
     assert "different run" in r.stderr and "epochs" in r.stderr
 
 
+def test_starting_over_beside_an_interrupted_run_says_so(cli, digits_csv, tmp_path):
+    """Forgetting --resume must not drop hours of work without a word: the fresh run warns
+    before it trains, and removes the old state only when it succeeds."""
+    out = tmp_path / "ae.pt"
+    state = tmp_path / "ae.pt.resume"
+    cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 3, "--max-time", "1e-6", "-o", out)
+    assert state.exists()
+    r = cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 1, "-q", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert f"{state} holds an interrupted run" in r.stderr and "--resume" in r.stderr
+    assert out.exists() and not state.exists()
+    r = cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 1, "-q", "-o", out)
+    assert r.exit_code == 0 and "interrupted run" not in r.stderr
+
+
 def test_resume_without_state_is_a_usage_error(cli, digits_csv, tmp_path):
     r = cli("pretrain", digits_csv, *COLS, *TINY, "--resume", "-o", tmp_path / "ae.pt")
     assert r.exit_code == 2 and "no resumable state" in r.stderr
