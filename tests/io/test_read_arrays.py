@@ -202,3 +202,8 @@ def test_npz_member_that_is_not_an_array(tmp_path):
     with zipfile.ZipFile(tmp_path / "d.npz", "w") as archive:
         archive.writestr("notes.txt", "hello")
     assert "not a valid NPY file" in _error(str(tmp_path / "d.npz"))
+
+
+def test_a_column_index_into_an_array_with_no_columns_says_so(tmp_path):
+    path = _npy(tmp_path, np.zeros((4, 0)))
+    assert _error(path, label_column=0) == f"{path}: --label-column 0: the data has no columns"
