@@ -96,6 +96,14 @@ class RunControl:
     deadline: float | None = None
 
 
+def _lr_option(stage: str) -> str:
+    """The option that sets a stage's learning rate: a method's own pretraining has its own
+    setting under `train` (`aekm` has no --lr at all)."""
+    if stage == "pretrain":
+        return "--lr of deepcluster pretrain; --set pretrain_lr=X in deepcluster train"
+    return "--lr"
+
+
 class Trainer:
     """Runs stages over one data tensor and keeps the training history."""
 
@@ -293,7 +301,8 @@ class Trainer:
                     raise TrainingError(
                         f"the loss became {'NaN' if any(v != v for v in values) else 'infinite'}"
                         f" in stage '{stage.name}' epoch {epoch + 1}; the model was not saved. "
-                        "Lower the learning rate (--lr) or scale the data (--scale standard)."
+                        f"Lower the learning rate ({_lr_option(stage.name)}) or scale the data "
+                        "(--scale standard)."
                     )
                 if averager is not None:
                     averager.apply()

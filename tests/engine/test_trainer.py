@@ -46,6 +46,22 @@ def test_nan_loss_raises_and_restores_last_good_parameters():
         assert torch.equal(v, before[k])
 
 
+@pytest.mark.parametrize(
+    "stage, option", [("bad", "(--lr)"), ("pretrain", "--set pretrain_lr=X in deepcluster train")]
+)
+def test_nan_advice_names_the_option_that_sets_the_stages_learning_rate(stage, option):
+    """A method's own pretraining inside `train` has --set pretrain_lr, not --lr (which
+    aekm refuses): the advice must name an option that works."""
+    data, model = linear_problem()
+
+    def exploding(rows, idx):
+        return {"loss": (model(rows[:, :3]) * float("nan")).sum()}
+
+    with pytest.raises(TrainingError) as err:
+        Trainer(data).run(model, Stage(stage, exploding, model.parameters(), epochs=1))
+    assert option in str(err.value)
+
+
 def test_every_row_is_visited_once_per_epoch():
     data = torch.arange(10, dtype=torch.float32)[:, None]
     seen = []
