@@ -117,6 +117,7 @@ class LabelWriter:
         self._tmp: Path | None = None
         self._parts: list[np.ndarray] = []
         self._open = False
+        self._header_written = False
 
     @property
     def broken_pipe(self) -> bool:
@@ -130,15 +131,19 @@ class LabelWriter:
                 self._text = self._stack.enter_context(
                     open(self._tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
                 )
-        if self.format in _SEPARATORS:
-            import pandas as pd
-
-            header = pd.DataFrame(columns=self.columns)
-            self._emit(
-                header.to_csv(sep=_SEPARATORS[self.format], index=False, lineterminator="\n")
-            )
         self._open = True
         return self
+
+    def _header(self) -> None:
+        """The CSV / TSV header, written with the first rows (or at a successful end with
+        none): a command that fails before its first rows leaves nothing on stdout."""
+        if self.format not in _SEPARATORS or self._header_written:
+            return
+        import pandas as pd
+
+        self._header_written = True
+        header = pd.DataFrame(columns=self.columns)
+        self._emit(header.to_csv(sep=_SEPARATORS[self.format], index=False, lineterminator="\n"))
 
     def _emit(self, text: str) -> None:
         if self._text is not None:
@@ -179,6 +184,7 @@ class LabelWriter:
         elif not self.broken_pipe:
             import pandas as pd
 
+            self._header()
             text = pd.DataFrame(columns).to_csv(
                 sep=_SEPARATORS[self.format],
                 header=False,
@@ -231,6 +237,8 @@ class LabelWriter:
         self._open = False
         if exc_type is None:
             try:
+                if not self.broken_pipe:
+                    self._header()  # no rows at all: still a valid table
                 if self._tmp is not None:
                     # close the text file / Parquet writer first, keep the atomic rename last
                     if self._text is not None:

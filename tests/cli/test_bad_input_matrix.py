@@ -378,3 +378,13 @@ def test_warnings_under_log_format_json_are_json_objects(cli, tmp_path):
     warnings_ = [e["message"] for e in events if e["event"] == "warning"]
     assert any("feature column 'key'" in m for m in warnings_), warnings_
     assert any("distinct clusters" in m for m in warnings_), warnings_
+
+
+def test_assign_to_stdout_writes_nothing_when_the_columns_do_not_fit(cli, tmp_path, model):
+    """The header used to go out before the first chunk's columns were checked: a pipe got
+    'id,cluster' and then nothing."""
+    path = tmp_path / "other.csv"
+    pd.DataFrame(np.ones((5, 4)), columns=["a", "b", "c", "d"]).to_csv(path, index=False)
+    r = cli("assign", model, path)
+    assert_clean_failure(r, ["columns differ"])
+    assert r.stdout == ""

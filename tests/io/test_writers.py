@@ -35,11 +35,23 @@ def test_row_numbers_stand_in_for_missing_ids_across_writes(tmp_path):
 
 def test_stdout_gets_csv_as_it_is_written(capsys):
     with LabelWriter(None, n_clusters=2) as out:
-        assert capsys.readouterr().out == "id,cluster\n"
+        assert capsys.readouterr().out == ""  # the header comes with the first rows
         out.write(np.array([7]), np.array([1]))
-        assert capsys.readouterr().out == "7,1\n"
+        assert capsys.readouterr().out == "id,cluster\n7,1\n"
         out.write(np.array([8]), np.array([0]))
     assert capsys.readouterr().out == "8,0\n"
+
+
+def test_stdout_stays_empty_when_the_command_fails_before_its_first_rows(capsys):
+    """assign checks the first chunk's columns inside the writer: a refused file must not
+    leave a lone header in the pipe. A successful run with no rows still gets the header."""
+    with pytest.raises(RuntimeError):
+        with LabelWriter(None, n_clusters=2):
+            raise RuntimeError("columns differ")
+    assert capsys.readouterr().out == ""
+    with LabelWriter(None, n_clusters=2, proba=True):
+        pass
+    assert capsys.readouterr().out == "id,cluster,p0,p1\n"
 
 
 def test_parquet_labels_over_several_writes(tmp_path):
@@ -112,9 +124,10 @@ class _ClosedPipe:
 def test_broken_pipe_stops_writing_quietly(monkeypatch):
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     with LabelWriter(None, n_clusters=2) as out:
-        assert out.broken_pipe
         out.write(None, np.array([0, 1]))  # no error: nothing is written
-    assert out.rows_written == 2
+        assert out.broken_pipe
+        out.write(None, np.array([2]))
+    assert out.rows_written == 3
 
 
 def test_pipe_into_head_ends_cleanly(tmp_path):
