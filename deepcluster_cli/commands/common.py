@@ -37,6 +37,23 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
         print(f"deepcluster: warning: {first}", file=sys.stderr)
 
 
+_OUT_OF_MEMORY = (
+    "out of memory; use a smaller --batch-size, a smaller network (--arch) or fewer rows"
+)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
+
+
+def _bytes_asked(exc: BaseException) -> str:
+    found = re.search(r"allocate (\d+) bytes", str(exc))
+    return f" (one allocation asked for {int(found.group(1)) / 2**30:.1f} GiB)" if found else ""
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Map our exceptions to one line on stderr and the documented exit code."""
 
@@ -59,12 +76,14 @@ def handle_errors(fn: Callable) -> Callable:
             _silence_stdout()
             raise typer.Exit(0) from None
         except MemoryError:
-            raise fail("out of memory; use a smaller --batch-size or fewer rows", 1) from None
+            raise fail(_OUT_OF_MEMORY, 1) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback
             if STATE["debug"]:
                 traceback.print_exc()
+            if _is_out_of_memory(exc):  # PyTorch's allocators raise RuntimeError, not MemoryError
+                raise fail(_OUT_OF_MEMORY + _bytes_asked(exc), 1) from None
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise fail(
                 f"{_rank_prefix()}internal error: {type(exc).__name__}: {first} (run with --debug for details)",

@@ -388,3 +388,35 @@ def test_assign_to_stdout_writes_nothing_when_the_columns_do_not_fit(cli, tmp_pa
     r = cli("assign", model, path)
     assert_clean_failure(r, ["columns differ"])
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 40000000000 bytes. Error code 12"
+        ),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        MemoryError(),
+    ],
+)
+def test_out_of_memory_is_one_line_with_advice(error, capsys):
+    """PyTorch's CPU and CUDA allocators raise RuntimeError, not MemoryError: both used to
+    reach the user as 'internal error: RuntimeError: [enforce fail at alloc_cpu.cpp...'."""
+    import typer
+
+    from deepcluster_cli.commands.common import handle_errors
+
+    @handle_errors
+    def command():
+        raise error
+
+    with pytest.raises(typer.Exit) as stop:
+        command()
+    assert stop.value.exit_code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deepcluster: error: out of memory; use a smaller --batch-size")
+    assert "internal error" not in err and len(err.splitlines()) == 1
+    if "40000000000" in str(error):
+        assert "37.3 GiB" in err
