@@ -28,6 +28,10 @@ def display_name(path: str) -> str:
 def check_input_path(path: str) -> None:
     """Raise :class:`DataError` unless ``path`` is ``"-"`` or a readable, non-empty file."""
     if path == STDIO:
+        if sys.stdin is not None and sys.stdin.isatty():  # nothing piped: never wait on a prompt
+            raise DataError(
+                "-: standard input is a terminal; pipe the data in (cat data.csv | ...)"
+            )
         return
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file")

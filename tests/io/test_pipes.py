@@ -91,3 +91,19 @@ def test_binary_data_read_as_csv_names_its_format(tmp_path, stdin, fmt, words):
     path.write_bytes(data)
     with pytest.raises(DataError, match=words):
         read_table(str(path))
+
+
+def test_stdin_on_a_terminal_is_refused_instead_of_waiting(monkeypatch):
+    """'-' with nothing piped would sit waiting for typed input; the contract says no
+    prompt ever waits."""
+    import sys
+
+    from deepcluster_cli.io._source import check_input_path
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    with pytest.raises(DataError, match="standard input is a terminal; pipe the data in"):
+        check_input_path("-")
