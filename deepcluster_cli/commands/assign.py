@@ -86,7 +86,7 @@ def assign(
     from deepcluster_cli.engine.launch import block_bounds, parse_shard
     from deepcluster_cli.errors import UsageError
     from deepcluster_cli.io import LabelWriter, check_schema, count_rows, iter_table, write_table
-    from deepcluster_cli.io._source import is_stream
+    from deepcluster_cli.io.formats import is_stream
     from deepcluster_cli.pipeline import load_model, predict
 
     if batch_size < 1 or (chunk_rows is not None and chunk_rows < 1):

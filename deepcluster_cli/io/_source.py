@@ -48,18 +48,6 @@ def check_input_path(path: str) -> None:
         raise DataError(f"{path}: cannot read (permission denied)")
 
 
-def is_stream(path: str) -> bool:
-    """Whether ``path`` can be read once only: stdin, or a pipe such as bash's
-    ``<(zcat x.npy.gz)`` or a named FIFO. Formats that seek (NPY, NPZ, IDX, Parquet) read
-    such an input whole into memory first, as they do stdin."""
-    if path == STDIO:
-        return True
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False  # the reader reports it
-
-
 @contextlib.contextmanager
 def open_binary(path: str) -> Iterator[BinaryIO]:
     """Open ``path`` for binary reading: stdin for ``"-"``, transparently gunzipped for .gz."""

@@ -34,10 +34,9 @@ from deepcluster_cli.io._columns import (
 from deepcluster_cli.io._source import (
     check_input_path,
     display_name,
-    is_stream,
     read_all_bytes,
 )
-from deepcluster_cli.io.formats import is_gzipped
+from deepcluster_cli.io.formats import is_gzipped, is_stream
 from deepcluster_cli.io.table import Table
 
 #: NPZ keys tried, in order, for the feature array when the archive holds several.

@@ -52,11 +52,16 @@ def is_gzipped(path: str) -> bool:
     return path != STDIO and path.lower().endswith(".gz")
 
 
-def _is_pipe(path: str) -> bool:
+def is_stream(path: str) -> bool:
+    """Whether ``path`` can be read once only: stdin, or a pipe such as bash's
+    ``<(zcat x.npy.gz)`` or a named FIFO. Formats that seek (NPY, NPZ, IDX, Parquet) read
+    such an input whole into memory first, as they do stdin."""
+    if path == STDIO:
+        return True
     try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
+        return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
-        return False
+        return False  # the reader reports it
 
 
 def detect_format(path: str, fmt: str | None = None) -> str:
@@ -81,7 +86,7 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     if path == STDIO:
         return "csv"
     found = _guess(path)
-    if found is None and _is_pipe(path):
+    if found is None and is_stream(path):
         return "csv"  # bash's <(...) has no extension: read it as stdin is read
     if found is None:
         raise DataError(

@@ -16,7 +16,8 @@ from deepcluster_cli.io._columns import (
     choose_label_column,
     resolve_named,
 )
-from deepcluster_cli.io._source import check_input_path, display_name, is_stream, read_all_bytes
+from deepcluster_cli.io._source import check_input_path, display_name, read_all_bytes
+from deepcluster_cli.io.formats import is_stream
 from deepcluster_cli.io.table import Table
 
 # What pyarrow raises for a file that is not (or no longer) valid Parquet.

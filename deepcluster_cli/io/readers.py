@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepcluster_cli.errors import DataError, UsageError
-from deepcluster_cli.io._source import check_input_path, display_name, is_stream
+from deepcluster_cli.io._source import check_input_path, display_name
 from deepcluster_cli.io.arrays import iter_array_file, read_array_labels
-from deepcluster_cli.io.formats import detect_format
+from deepcluster_cli.io.formats import detect_format, is_stream
 from deepcluster_cli.io.table import Table, concat_tables
 
 
