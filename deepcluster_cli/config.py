@@ -96,17 +96,26 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def option_layers(options: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """One layer per command-line option (``{"lr": 0.1}`` -> ``[("--lr", {"lr": 0.1})]``), so
+    :func:`build_config` names the option in its errors."""
+    return [(_option(key), {key: value}) for key, value in options.items()]
+
+
 def build_config(cls: type, layers: list[tuple[str, dict[str, Any]]]) -> Any:
     """Apply ``layers`` (``(source, {key: value})``, later wins) over ``cls``'s defaults.
 
-    A layer whose source is an option named after its one key (``("--lr", {"lr": 0.1})``)
-    is reported as that option in errors."""
+    A layer from :func:`option_layers` is reported as its option in errors."""
     types_ = _field_types(cls)
     values: dict[str, Any] = {}
     for source, layer in layers:
         for key, value in layer.items():
             key = key.replace("-", "_")
-            option = source == "--" + key.replace("_", "-")  # a layer of one command-line option
+            option = source == _option(key)  # a layer from option_layers
             if key not in types_:
                 valid = ", ".join(sorted(types_))
                 if option:

@@ -152,12 +152,17 @@ def make_progress(quiet: bool, log_format: str):
     return STATE["progress"]
 
 
-def read_features(path: str, *, fmt, columns, label_column, id_column):
+def read_features(path: str, *, fmt, columns, label_column, id_column, progress):
+    """The training rows of ``pretrain`` and ``train``; without ``--columns``, warns of a
+    feature that looks like a row id (:func:`warn_id_like_features`)."""
     from deepcluster_cli.io import read_table
 
-    return read_table(
+    table = read_table(
         path, fmt=fmt, columns=split_list(columns), label_column=label_column, id_column=id_column
     )
+    if columns is None:
+        warn_id_like_features(table, progress)
+    return table
 
 
 _ID_NAME = re.compile(
@@ -171,7 +176,7 @@ def warn_id_like_features(table, progress) -> None:
     """Warn of a feature column that looks like a row identifier: named like one, or holding
     0..n-1 / 1..n. Taken for a feature it silently ruins the clustering (digits with an
     'id' column: k-means ACC .90 -> .21). Call only when every numeric column became a
-    feature (no --columns)."""
+    feature (no --columns): :func:`read_features` does."""
     import numpy as np
 
     x = table.features

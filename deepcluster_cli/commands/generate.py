@@ -56,7 +56,6 @@ def generate(
     from deepcluster_cli.io import write_table
     from deepcluster_cli.pipeline import load_model
 
-    check_outputs({"-o": output}, {"model": model})
     shape = None
     if grid is not None:
         from deepcluster_cli.plots import MISSING, have_matplotlib, parse_image_shape
@@ -68,9 +67,9 @@ def generate(
             raise UsageError(f"--grid {grid}: give a file name ending in .png")
         if not have_matplotlib():
             raise UsageError(f"--grid: {MISSING}")
-        check_outputs({"-o": output, "--grid": grid}, {"model": model})
     elif image_shape is not None:
         raise UsageError("--image-shape is used with --grid FILE.png")
+    check_outputs({"-o": output, "--grid": grid}, {"model": model})
     dev = setup_torch(
         seed or 0, device or "auto", None, one_process=("generate", "run it as a plain command")
     )

@@ -18,7 +18,6 @@ from deepcluster_cli.commands.common import (
     run_resumable,
     schema_of,
     setup_torch,
-    warn_id_like_features,
 )
 from deepcluster_cli.options import (
     BatchOpt,
@@ -94,7 +93,13 @@ def pretrain(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Train an autoencoder (plain, denoising or variational) and save it."""
-    from deepcluster_cli.config import build_config, config_to_dict, load_toml, parse_sets
+    from deepcluster_cli.config import (
+        build_config,
+        config_to_dict,
+        load_toml,
+        option_layers,
+        parse_sets,
+    )
     from deepcluster_cli.io import Scaler
     from deepcluster_cli.pipeline import PretrainConfig, save_autoencoder
     from deepcluster_cli.pipeline import pretrain as run
@@ -122,17 +127,19 @@ def pretrain(
     }
     cfg = build_config(
         PretrainConfig,
-        [(f"--config {config}", toml), ("--set", parse_sets(set_))]
-        + [(f"--{key.replace('_', '-')}", {key: value}) for key, value in explicit.items()],
+        [(f"--config {config}", toml), ("--set", parse_sets(set_))] + option_layers(explicit),
     )
     check_max_time(max_time)
     check_outputs({"-o": output}, {"data file": data, "config file": config}, files_only=("-o",))
     scaler = Scaler(scale)
     table = read_features(
-        data, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
+        data,
+        fmt=fmt,
+        columns=columns,
+        label_column=label_column,
+        id_column=id_column,
+        progress=progress,
     )
-    if columns is None:
-        warn_id_like_features(table, progress)
     dev = setup_torch(seed, device_name, threads)
     x = scaler.fit(table.features).transform(table.features)
     progress.info(f"pretraining on {x.shape[0]} x {x.shape[1]} ({dev})")

@@ -19,7 +19,6 @@ from deepcluster_cli.commands.common import (
     run_resumable,
     schema_of,
     setup_torch,
-    warn_id_like_features,
 )
 from deepcluster_cli.options import (
     BatchOpt,
@@ -101,7 +100,13 @@ def train(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Fit a clustering method and save the model (optionally the training labels)."""
-    from deepcluster_cli.config import build_config, config_to_dict, load_toml, parse_sets
+    from deepcluster_cli.config import (
+        build_config,
+        config_to_dict,
+        load_toml,
+        option_layers,
+        parse_sets,
+    )
     from deepcluster_cli.engine.checkpoint import load_checkpoint
     from deepcluster_cli.errors import UsageError
     from deepcluster_cli.io import LabelWriter, Scaler, check_schema
@@ -135,7 +140,7 @@ def train(
     explicit = {
         k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None
     }
-    layers += [(f"--{key.replace('_', '-')}", {key: value}) for key, value in explicit.items()]
+    layers += option_layers(explicit)
     cfg = build_config(m.Config, layers)  # every setting is checked before any work
     check_pretrained_used(m, cfg, pretrained is not None)
     check_selection(m, method, restarts, select)
@@ -148,10 +153,13 @@ def train(
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
     table = read_features(
-        data, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
+        data,
+        fmt=fmt,
+        columns=columns,
+        label_column=label_column,
+        id_column=id_column,
+        progress=progress,
     )
-    if columns is None:
-        warn_id_like_features(table, progress)
     if ae_ckpt is not None:
         check_schema(
             table,
