@@ -51,6 +51,9 @@ for command in (pretrain, train, assign, evaluate, generate, methods, info):
 
 def main() -> None:
     """Console entry point: Typer does the parsing; commands map our errors to exit codes."""
+    from deepcluster_cli.engine.cpuload import wait_passively_if_busy
+
+    wait_passively_if_busy(sys.argv[1:])  # before torch loads: libgomp reads it once
     ok = False
     try:
         app(prog_name="deepcluster")

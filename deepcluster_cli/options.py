@@ -45,7 +45,12 @@ DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps \\[default: auto].")
 ]
 ThreadsOpt = Annotated[
-    Optional[int], typer.Option("--threads", help="CPU threads for PyTorch (default: all cores).")
+    Optional[str],
+    typer.Option(
+        "--threads",
+        help="CPU threads for PyTorch: a number, or auto (the CPUs other processes leave free "
+        "when the run starts) \\[default: one per core].",
+    ),
 ]
 EpochsOpt = Annotated[
     Optional[int], typer.Option("--epochs", help="Training epochs (method default if omitted).")

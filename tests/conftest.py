@@ -24,6 +24,22 @@ def _subnormal_mode_restored():
     torch.set_flush_denormal(before)
 
 
+@pytest.fixture(autouse=True)
+def _quiet_machine_and_threads_restored(monkeypatch):
+    """Commands run in this process see a quiet machine (no load warning that depends on what
+    else runs beside the tests; tests/engine/test_cpuload.py sets the load it needs), and a
+    ``--threads`` they set does not carry over into the next test."""
+    import torch
+
+    from deepcluster_cli.engine import cpuload
+
+    monkeypatch.setitem(cpuload.STARTUP, "busy", 0)
+    monkeypatch.setitem(cpuload.STARTUP, "passive", False)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits():
     d = load_digits()

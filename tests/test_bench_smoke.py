@@ -197,6 +197,30 @@ def test_report_shows_the_subnormal_slowdown():
     assert "## 8. Subnormal weights" in missing and "_Not run._" in missing
 
 
+def test_report_shows_the_thread_settings_under_load():
+    report = _load("report")
+    row = {"spinning": 2.5, "default": 0.05, "auto": 0.04, "one": 0.04}
+    result = {
+        "cpus": 2,
+        "epochs": {"small": 8, "large": 3},
+        "large_data": "fake (4,000 rows)",
+        "seconds": {
+            "quiet": {"small": {**row, "spinning": 0.03}, "large": row},
+            "one busy process": {"small": row, "large": row},
+        },
+    }
+    page = report.render({"load": {"status": "ok", "result": result}}, machine=MACHINE, quick=False)
+    assert "## 9. Beside other work: thread settings under load" in page
+    assert "| model | setting | quiet | one busy process |" in page
+    assert "| small | spinning (libgomp's default) | 0.030 | 2.500 |" in page
+    assert (
+        "- small: spinning / no option **50.00x (one busy process)**; no option / auto 1.25x"
+        in page
+    )
+    missing = report.render({}, machine=MACHINE, quick=False)
+    assert "## 9. Beside other work" in missing and "_Not run._" in missing
+
+
 def test_bench_methods_times_shallow_methods_without_the_autoencoder(tmp_path):
     """bench_methods passes its shared autoencoder only to methods that read one: ``fit``
     refuses ``--pretrained`` for kmeans and cm, and the bench once reported them as failed."""

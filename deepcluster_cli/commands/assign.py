@@ -13,6 +13,7 @@ import typer
 from deepcluster_cli.commands.common import (
     check_outputs,
     handle_errors,
+    pick_threads,
     row_ids,
     setup_torch,
     split_list,
@@ -98,6 +99,7 @@ def assign(
         raise UsageError(
             "--shard on standard input or a pipe: use --shard-by stride (rows are not counted)"
         )
+    threads = pick_threads(threads, {})
     check_outputs(  # no -o: the labels go to stdout
         {"the labels (-o)": output or "-", "--embedding": embedding},
         {"model": model, "data file": data},

@@ -136,6 +136,15 @@ def pick(cli_value: Any, toml: dict, key: str, default: Any, kind: Any = str) ->
     return coerce(kind, toml.pop(key), f"--config {key}")
 
 
+def pick_threads(cli_value: str | None, toml: dict) -> int | str | None:
+    """``--threads`` or the file's ``threads``: a count, ``auto`` or None (the default)."""
+    from deepcluster_cli.engine.device import parse_threads
+
+    if cli_value is not None:
+        return parse_threads(cli_value)
+    return parse_threads(toml.pop("threads", None), "--config threads")
+
+
 def make_progress(quiet: bool, log_format: str):
     from deepcluster_cli.engine.progress import Progress
 
@@ -212,25 +221,47 @@ def row_ids(table, start: int = 0):
 
 
 def setup_torch(
-    seed: int, device: str, threads: int | None, *, one_process: tuple[str, str] | None = None
+    seed: int,
+    device: str,
+    threads: int | str | None,
+    *,
+    one_process: tuple[str, str] | None = None,
 ):
     """Threads, seed and device. Under torchrun, ``pretrain``/``train`` join the process
     group here; a command that runs in one process passes ``one_process`` (its name and a hint) and is
-    refused there instead of N copies racing on one output."""
+    refused there instead of N copies racing on one output. ``threads``: a count, ``auto``
+    or None (PyTorch's default; warned about when other processes keep the CPUs busy)."""
     from deepcluster_cli.engine import distributed
+    from deepcluster_cli.engine.cpuload import STARTUP
     from deepcluster_cli.engine.device import flush_denormals, resolve_device, set_threads
     from deepcluster_cli.engine.launch import refuse
     from deepcluster_cli.engine.seed import seed_everything
 
     if one_process is not None:
         refuse(*one_process)
-    flush_denormals()  # before any parallel operation, so the thread pool inherits it
-    set_threads(threads)
-    seed_everything(seed)
     dev = resolve_device(device)
+    flush_denormals()  # before any parallel operation, so the thread pool inherits it
+    _, note = set_threads(threads)
+    progress = STATE["progress"]
+    if note is not None and progress is not None:
+        if threads == "auto" or STARTUP["passive"]:
+            progress.info(note)
+        elif dev.type == "cpu":  # on a GPU the CPU threads do little of the work
+            progress.warn(note)
+    seed_everything(seed)
     if one_process is None:
         dev = distributed.init_from_env(dev)
     return dev
+
+
+def where(dev) -> str:
+    """The device for a log line, with the thread count on a CPU: ``cpu, 2 threads``."""
+    import torch
+
+    if dev.type != "cpu":
+        return str(dev)
+    n = torch.get_num_threads()
+    return f"{dev}, {n} thread{'s' if n != 1 else ''}"
 
 
 def is_main_process() -> bool:

@@ -13,11 +13,13 @@ from deepcluster_cli.commands.common import (
     is_main_process,
     make_progress,
     pick,
+    pick_threads,
     read_features,
     remove_resume_state,
     run_resumable,
     schema_of,
     setup_torch,
+    where,
 )
 from deepcluster_cli.options import (
     BatchOpt,
@@ -108,7 +110,7 @@ def pretrain(
     seed = pick(seed, toml, "seed", 0, int)
     scale = pick(scale, toml, "scale", "none")
     device_name = pick(device, toml, "device", "auto")
-    threads = pick(threads, toml, "threads", None, int)
+    threads = pick_threads(threads, toml)
     progress = make_progress(quiet, log_format)
     explicit = {
         k: v
@@ -142,7 +144,7 @@ def pretrain(
     )
     dev = setup_torch(seed, device_name, threads)
     x = scaler.fit(table.features).transform(table.features)
-    progress.info(f"pretraining on {x.shape[0]} x {x.shape[1]} ({dev})")
+    progress.info(f"pretraining on {x.shape[0]} x {x.shape[1]} ({where(dev)})")
     run_id = {"method": "autoencoder", "config": config_to_dict(cfg), "seed": seed}
 
     def body(control, state):

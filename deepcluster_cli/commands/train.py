@@ -13,12 +13,14 @@ from deepcluster_cli.commands.common import (
     is_main_process,
     make_progress,
     pick,
+    pick_threads,
     read_features,
     remove_resume_state,
     row_ids,
     run_resumable,
     schema_of,
     setup_torch,
+    where,
 )
 from deepcluster_cli.options import (
     BatchOpt,
@@ -123,7 +125,7 @@ def train(
     seed = pick(seed, toml, "seed", 0, int)
     scale = pick(scale, toml, "scale", None)
     device_name = pick(device, toml, "device", "auto")
-    threads = pick(threads, toml, "threads", None, int)
+    threads = pick_threads(threads, toml)
     restarts = pick(restarts, toml, "restarts", 1, int)
     select = pick(select, toml, "select", None)
     preset = pick(preset, toml, "preset", None)
@@ -177,7 +179,9 @@ def train(
     check_n_clusters(n_clusters, len(table.features))
     dev = setup_torch(seed, device_name, threads)
     x = scaler.transform(table.features)
-    progress.info(f"training {method} (k={n_clusters}) on {x.shape[0]} x {x.shape[1]} ({dev})")
+    progress.info(
+        f"training {method} (k={n_clusters}) on {x.shape[0]} x {x.shape[1]} ({where(dev)})"
+    )
     run = {
         "method": method,
         "n_clusters": n_clusters,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
+from deepcluster_cli.engine.cpuload import (
+    STARTUP,
+    busy_elsewhere,
+    default_threads,
+    oversubscribed,
+    usable_cpus,
+)
 from deepcluster_cli.errors import UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -31,13 +39,59 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def set_threads(n: int | None) -> None:
-    """Limit intra-op CPU threads (``--threads``); None leaves PyTorch's default."""
-    if n is None:
-        return
-    if n < 1:
-        raise UsageError("--threads must be at least 1")
-    torch.set_num_threads(n)
+def parse_threads(value: str | int | None, where: str = "--threads") -> int | str | None:
+    """``--threads`` (or the file's ``threads``): a count of at least 1, ``auto``, or None
+    (PyTorch's default, one thread per core)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value >= 1:
+            return value
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+    raise UsageError(f"{where} {value!r}: give a number of threads (1 or more) or auto")
+
+
+def set_threads(n: int | str | None) -> tuple[int, str | None]:
+    """Set PyTorch's intra-op CPU threads (``--threads``) and say how many it has, with a
+    note on the choice when other processes keep the CPUs busy (engine.cpuload says why that
+    matters): for ``auto``, how many CPUs it took; for the default, what the entry point did
+    about the load (``OMP_WAIT_POLICY=PASSIVE``), or a warning when nothing was done.
+
+    ``auto`` takes the CPUs left free when the run starts. It is not the default because the
+    thread count changes the order of floating-point sums, so labels would then depend on what
+    else the machine was doing (docs/reliability.md, "Determinism")."""
+    if n is not None and n != "auto":
+        if n < 1:
+            raise UsageError("--threads must be at least 1")
+        torch.set_num_threads(n)
+        return n, None
+    cpus = usable_cpus()
+    busy = STARTUP["busy"] if STARTUP["busy"] is not None else busy_elsewhere()
+    if n == "auto":  # at most PyTorch's own default, one thread per physical core
+        free = max(1, min(default_threads(), cpus - (busy or 0)))
+        torch.set_num_threads(free)
+        count = f"{free} thread{'s' if free != 1 else ''}"
+        if busy is None:
+            return free, f"--threads auto: {count} (this system does not report CPU load)"
+        return free, (
+            f"--threads auto: {count}; other processes keep {min(busy, cpus)} of the {cpus} "
+            f"CPUs busy"
+        )
+    default = torch.get_num_threads()
+    if not oversubscribed(busy, default, cpus) or "OMP_NUM_THREADS" in os.environ:
+        return default, None
+    load = f"other processes keep {min(busy, cpus)} of the {cpus} CPUs busy"
+    if STARTUP["passive"]:
+        return default, f"{load}: PyTorch's threads wait passively; --threads auto may be faster"
+    return default, (
+        f"{load}; {default} PyTorch threads beside them can run many times slower than fewer: "
+        f"--threads auto uses the free CPUs"
+    )
 
 
 def denormals_flushed() -> bool:

@@ -99,6 +99,7 @@ def render(parts: dict[str, dict], *, machine: dict, quick: bool) -> str:
     _startup(lines, parts.get("startup"))
     _distributed(lines, parts.get("distributed"))
     _denormals(lines, parts.get("denormals"))
+    _load(lines, parts.get("load"))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -359,3 +360,52 @@ def _denormals(lines: list[str], part: dict | None) -> None:
         f"Default / flushed: **{r['subnormal_over_flushed']:.1f}x**; flushed / no subnormals: "
         f"{r['flushed_over_normal']:.2f}x.",
     ]
+
+
+LOAD_SETTINGS = (
+    ("spinning", "spinning (libgomp's default)"),
+    ("default", "no option (passive when busy)"),
+    ("auto", "`--threads auto`"),
+    ("one", "`--threads 1`"),
+)
+
+
+def _load(lines: list[str], part: dict | None) -> None:
+    r = _section(lines, "9. Beside other work: thread settings under load", part)
+    if not r:
+        return
+    sec = r["seconds"]
+    conditions = list(sec)
+    lines += [
+        "`tests/bench/bench_load.py`: `deepcluster pretrain` in a fresh process, seconds per "
+        f"epoch (median after the first) on this {r['cpus']}-CPU machine, quiet and beside busy "
+        "Python loops each started in its own session, as jobs from other terminals are "
+        f"([scaling.md](scaling.md#beside-other-work)). small: the demo's autoencoder on "
+        f"digits; large: 784-500-500-2000-10 on {r['large_data']}. *spinning*: PyTorch's "
+        "default threads with OpenMP's waiting threads spinning, as libgomp does by default "
+        "(what `deepcluster` did before it read the load, and does when the user sets "
+        "`OMP_WAIT_POLICY` or `GOMP_SPINCOUNT`); *no option*: the same threads, waiting "
+        "passively when other processes keep the CPUs busy at start (same results as spinning).",
+        "",
+        "| model | setting | " + " | ".join(conditions) + " |",
+        "|---|---|" + "---|" * len(conditions),
+    ]
+    for model in ("small", "large"):
+        for key, label in LOAD_SETTINGS:
+            cells = [_s(sec[c].get(model, {}).get(key), 3) for c in conditions]
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for model in ("small", "large"):
+        busy = [c for c in conditions if c != "quiet"]
+        spin = ", ".join(
+            f"{_ratio(sec[c][model].get('spinning'), sec[c][model].get('default'))} ({c})"
+            for c in busy
+        )
+        auto = ", ".join(
+            f"{_ratio(sec[c][model].get('default'), sec[c][model].get('auto'))} ({c})" for c in busy
+        )
+        quiet = sec.get("quiet", {}).get(model, {})
+        lines.append(
+            f"- {model}: spinning / no option **{spin}**; no option / auto {auto}; "
+            f"quiet, no option / spinning {_ratio(quiet.get('default'), quiet.get('spinning'))}."
+        )

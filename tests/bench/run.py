@@ -9,7 +9,7 @@ Parts: trainer (Trainer vs a minimal loop), methods (s/epoch of every registered
 clustpy (the peer, when importable), knn (DGG's graph), batched (k-DVAE pairs, the script
 ``bench_batched.py``), assign (a 1.25 GB Parquet file), startup (``--help``), distributed
 (one process against torchrun with two), denormals (steps on subnormal weights, flushed or
-not). A part that
+not), load (pretraining beside busy processes, per thread setting). A part that
 overruns its time box is stopped and reported with what it measured before.
 """
 
@@ -44,8 +44,9 @@ PARTS: dict[str, tuple[str, int, int]] = {
     "assign": ("bench_assign.py", 300, 400),
     "distributed": ("bench_distributed.py", 420, 300),
     "denormals": ("bench_denormals.py", 120, 60),
+    "load": ("bench_load.py", 420, 300),
 }
-TOTAL_BUDGET = 32 * 60  # seconds for the whole full-size run
+TOTAL_BUDGET = 39 * 60  # seconds for the whole full-size run
 
 
 def run_part(name: str, argv: list[str], limit: float, json_path: Path) -> dict:

@@ -143,6 +143,7 @@ def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model,
         (["-m", "kmeans", "-k", "31"], ["more clusters than rows"]),
         (["-m", "kmeans", "-k", "2", "--device", "tpu"], ["device"]),
         (["-m", "kmeans", "-k", "2", "--threads", "0"], ["--threads"]),
+        (["-m", "kmeans", "-k", "2", "--threads", "many"], ["--threads 'many'", "or auto"]),
         (["-m", "kmeans", "-k", "2", "--labels", "/no/such/dir/l.csv"], ["does not exist"]),
         (["-m", "kmeans", "-k", "2", "--config", "/no/such.toml"], ["no such file"]),
         (["-m", "dec", "-k", "2", "--lr", "nan"], ["--lr", "not a finite number"]),
@@ -163,7 +164,11 @@ def test_train_refuses_bad_options(cli, tmp_path, args, words):
 
 @pytest.mark.parametrize(
     "line, words",
-    [('seed = "abc"', ["seed", "'abc'", "int"]), ("threads = 1.5", ["threads", "int"])],
+    [
+        ('seed = "abc"', ["seed", "'abc'", "int"]),
+        ("threads = 1.5", ["threads", "1.5", "or auto"]),
+        ("threads = true", ["threads", "True", "or auto"]),
+    ],
 )
 def test_train_refuses_a_config_value_of_the_wrong_type(cli, tmp_path, line, words):
     path = tmp_path / "ok.csv"
