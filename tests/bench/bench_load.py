@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from benchlib import load_rows, log, parser, write_json
 
+from deepcluster_cli.engine.cpuload import usable_cpus
+
 HOG = "while True: pass"
 SETTINGS = {
     "spinning": ({"GOMP_SPINCOUNT": "300000"}, []),
@@ -44,12 +46,6 @@ SETTINGS = {
     "auto": ({}, ["--threads", "auto"]),
     "one": ({}, ["--threads", "1"]),
 }
-
-
-def usable_cpus() -> int:
-    from deepcluster_cli.engine.cpuload import usable_cpus as cpus
-
-    return cpus()
 
 
 def data_files(work: Path, large_rows: int) -> dict[str, list[str]]:
