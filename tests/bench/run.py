@@ -44,7 +44,7 @@ PARTS: dict[str, tuple[str, int, int]] = {
     "assign": ("bench_assign.py", 300, 400),
     "distributed": ("bench_distributed.py", 420, 300),
     "denormals": ("bench_denormals.py", 120, 60),
-    "load": ("bench_load.py", 420, 300),
+    "load": ("bench_load.py", 420, 420),
 }
 TOTAL_BUDGET = 39 * 60  # seconds for the whole full-size run
 
