@@ -4,8 +4,9 @@ import torch).
 PyTorch's OpenMP threads meet at a barrier after every parallel operation and, by default,
 spin while they wait. When other processes keep the CPUs busy, a thread the kernel has handed
 to one of them stalls its partners for a whole time slice, and the spinning partners burn the
-CPU time the stalled one needed. On Linux desktops each terminal session is its own scheduling
-group (autogroup), so ``nice`` on the other job does not help. Measured on a 2-CPU machine beside
+CPU time the stalled one needed. Where the kernel groups processes by session (autogroup, on
+by default on many desktop Linux systems), each terminal session is its own scheduling group,
+so ``nice`` on the other job does not help. Measured on a 2-CPU machine beside
 one busy process from another session: the demo's autoencoder took 3.9 s an epoch with
 PyTorch's default 2 threads, 0.045 s with them waiting passively and 0.039 s with one thread
 (docs/benchmarks.md, "Beside other work").

@@ -4,8 +4,8 @@ PyTorch's OpenMP threads meet at a barrier after every parallel operation and sp
 wait; when other processes keep the CPUs busy, a thread the kernel has handed to one of them
 stalls its partners for a time slice (engine/cpuload.py). Each run below is a real
 ``deepcluster pretrain`` in a fresh process; the busy processes are pure-Python loops, each
-started in its own session (as a job from another terminal is: on Linux desktops every
-session is its own scheduling group, so their ``nice`` value does not matter).
+started in its own session (as a job from another terminal is: with the kernel's autogroup
+on, every session is its own scheduling group, so their ``nice`` value does not matter).
 
 Settings:
 - ``spinning``: PyTorch's default threads, OpenMP spinning as libgomp does by default
