@@ -232,7 +232,6 @@ def setup_torch(
     refused there instead of N copies racing on one output. ``threads``: a count, ``auto``
     or None (PyTorch's default; warned about when other processes keep the CPUs busy)."""
     from deepcluster_cli.engine import distributed
-    from deepcluster_cli.engine.cpuload import STARTUP
     from deepcluster_cli.engine.device import flush_denormals, resolve_device, set_threads
     from deepcluster_cli.engine.launch import refuse
     from deepcluster_cli.engine.seed import seed_everything
@@ -244,7 +243,7 @@ def setup_torch(
     _, note = set_threads(threads)
     progress = STATE["progress"]
     if note is not None and progress is not None:
-        if threads == "auto" or STARTUP["passive"]:
+        if threads == "auto" or "passively" in note:
             progress.info(note)
         elif dev.type == "cpu":  # on a GPU the CPU threads do little of the work
             progress.warn(note)

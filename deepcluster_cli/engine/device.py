@@ -86,7 +86,7 @@ def set_threads(n: int | str | None) -> tuple[int, str | None]:
     if not oversubscribed(busy, default, cpus) or "OMP_NUM_THREADS" in os.environ:
         return default, None
     load = f"other processes keep {min(busy, cpus)} of the {cpus} CPUs busy"
-    if STARTUP["passive"]:
+    if STARTUP["passive"] or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
         return default, f"{load}: PyTorch's threads wait passively; --threads auto may be faster"
     return default, (
         f"{load}; {default} PyTorch threads beside them can run many times slower than fewer: "

@@ -169,6 +169,13 @@ def test_default_keeps_the_thread_count_and_says_why_it_may_be_slow(machine):
     assert n == 4 and "wait passively" in note and "slower" not in note
 
 
+def test_a_passive_policy_set_by_the_user_is_not_warned_about(machine, monkeypatch):
+    machine(2)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    n, note = set_threads(None)
+    assert n == 4 and "wait passively" in note and "slower" not in note
+
+
 def test_an_explicit_count_is_kept_whatever_the_load(machine):
     machine(3)
     assert set_threads(2) == (2, None) and torch.get_num_threads() == 2
