@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,38 @@ def test_clustpy_rows_score_the_methods_own_assignment_and_keep_the_refit(run_mo
     assert "--recluster-output" in record["command"]
     text = run_module.render(runner.done, tmp_path / "work")
     assert "| ClustPy DEC |" in text and "not used above: DEC 0.600." in text
+
+
+def test_clustpy_vade_on_a_fresh_machine_gets_its_output_folder(run_module, tmp_path):
+    # VaDE needs no autoencoder, so nothing else creates work/<set>/ before it runs; its
+    # labels were once lost after 2 hours of training (the script's write failed)
+    runner = run_module.Runner(tmp_path / "work", threads=1, dry=False)
+    folders = []
+
+    def call(argv):
+        if argv[1] == "evaluate":
+            return 0.1, json.dumps({"scores": {"acc": 0.5, "nmi": 0.5, "ari": 0.5}})
+        folders.append(Path(argv[argv.index("-o") + 1]).parent.is_dir())
+        return 2.0, ""
+
+    runner.call = call
+    runner.run("digits", 0, "VaDE", clustpy=True)
+    assert folders == [True]
+
+
+def test_clustpy_script_refuses_a_missing_output_folder_before_training(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("clustpy_run", RUNNER.parent / "clustpy_run.py")
+    cp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cp)
+
+    def never():
+        raise AssertionError("ClustPy imported before the outputs were checked")
+
+    monkeypatch.setattr(cp, "import_clustpy", never)
+    out = tmp_path / "missing" / "labels.csv"
+    monkeypatch.setattr(sys, "argv", ["clustpy_run.py", "VaDE", "data.parquet", "-o", str(out)])
+    with pytest.raises(SystemExit, match="output folder .* does not exist"):
+        cp.main()
 
 
 def test_a_preset_measured_to_fail_on_a_set_is_left_out_there_only(run_module, tmp_path):

@@ -117,6 +117,9 @@ def main() -> None:
     ap.add_argument("-o", "--output", required=True, help="the method's own assignment")
     ap.add_argument("--recluster-output", help="ClustPy's labels_: k-means/GMM after training")
     args = ap.parse_args()
+    for out in (args.output, args.recluster_output):  # before hours of training, not after
+        if out is not None and not Path(out).resolve().parent.is_dir():
+            sys.exit(f"error: {out}: output folder {Path(out).parent} does not exist")
 
     import torch
 

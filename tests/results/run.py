@@ -246,6 +246,7 @@ class Runner:
 
     def clustpy_argv(self, name: str, seed: int, method: str) -> tuple[list[str], Path, str]:
         out = self.work / name / f"clustpy_{method}_s{seed}.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)  # VaDE has no autoencoder to make it
         argv = [str(BIN / "python"), str(HERE / "clustpy_run.py"), method, str(self.data(name))]
         argv += ["--seed", str(seed), "--threads", str(self.threads), "-o", str(out)]
         argv += ["--recluster-output", str(self.recluster_path(out))]
