@@ -43,7 +43,7 @@ format: install
 	$(BIN)/ruff format deepcluster_cli tests cli
 	$(BIN)/ruff check --fix deepcluster_cli tests cli
 
-# Speed and memory figures -> docs/benchmarks.md (tests/bench/run.py, about 25 minutes on
+# Speed and memory figures -> docs/benchmarks.md (tests/bench/run.py, about 15 minutes on
 # 2 cores); not part of `make test`. BENCH_THREADS=N (default: all cores); BENCH_QUICK=1:
 # small sizes, to debug the scripts. ClustPy, the peer it compares with, is optional: its
 # install is tried here (torch pinned on the same line, or pip pulls the CUDA build); without
