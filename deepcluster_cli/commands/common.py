@@ -257,10 +257,11 @@ def where(dev) -> str:
     """The device for a log line, with the thread count on a CPU: ``cpu, 2 threads``."""
     import torch
 
+    from deepcluster_cli.engine.device import threads_text
+
     if dev.type != "cpu":
         return str(dev)
-    n = torch.get_num_threads()
-    return f"{dev}, {n} thread{'s' if n != 1 else ''}"
+    return f"{dev}, {threads_text(torch.get_num_threads())}"
 
 
 def is_main_process() -> bool:

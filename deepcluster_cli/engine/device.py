@@ -56,6 +56,11 @@ def parse_threads(value: str | int | None, where: str = "--threads") -> int | st
     raise UsageError(f"{where} {value!r}: give a number of threads (1 or more) or auto")
 
 
+def threads_text(n: int) -> str:
+    """``1 thread``, ``2 threads``: for log lines."""
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def set_threads(n: int | str | None) -> tuple[int, str | None]:
     """Set PyTorch's intra-op CPU threads (``--threads``) and say how many it has, with a
     note on the choice when other processes keep the CPUs busy (engine.cpuload says why that
@@ -75,7 +80,7 @@ def set_threads(n: int | str | None) -> tuple[int, str | None]:
     if n == "auto":  # at most PyTorch's own default, one thread per physical core
         free = max(1, min(default_threads(), cpus - (busy or 0)))
         torch.set_num_threads(free)
-        count = f"{free} thread{'s' if free != 1 else ''}"
+        count = threads_text(free)
         if busy is None:
             return free, f"--threads auto: {count} (this system does not report CPU load)"
         return free, (
