@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,73 @@ def test_gpu_runs_store_the_device_and_the_table_times_each_device_apart(run_mod
     row = next(line for line in run_module.render(gpu.done, work).splitlines() if "| dec |" in line)
     assert "| 2 (CPU) / 0 (H100 80GB HBM3) |" in row
     assert run_module.seconds_cell([{"seconds": 3.0}, {"seconds": 5.0}]) == "4"
+
+
+DEVICE = Path(__file__).parent / "results" / "device_run.py"
+
+
+@pytest.fixture
+def device_module(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("results_device_run", DEVICE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "WORK", tmp_path / "work")
+    (tmp_path / "out" / "logs").mkdir(parents=True)
+    return module
+
+
+def stand_in_runs(module, monkeypatch, log: Path) -> None:
+    """Each job a short Python process: ``ae`` writes the autoencoder after a pause, dgg runs
+    past any deadline, the rest fail (exit 3) if they start before their autoencoder is there."""
+
+    def argv(job, out):
+        ae = repr(str(job.ae))
+        if job.method == "ae":
+            code = f"import time, pathlib; time.sleep(0.5); p = pathlib.Path({ae})\n"
+            code += "p.parent.mkdir(parents=True, exist_ok=True); p.write_text('ae')\n"
+        elif job.method == "dgg":
+            code = "import time; time.sleep(60)\n"
+        else:
+            code = f"import pathlib, sys\nif {job.needs_ae()} and not pathlib.Path({ae}).exists():"
+            code += " sys.exit(3)\n"
+        code += f"open({str(log)!r}, 'a').write({job.name!r} + '\\n')"
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(module.Job, "argv", argv)
+
+
+def test_device_jobs_wait_for_their_autoencoder_and_stop_at_the_deadline(
+    device_module, tmp_path, monkeypatch
+):
+    log = tmp_path / "order.txt"
+    stand_in_runs(device_module, monkeypatch, log)
+    tokens = "s:1:idec s:1:clustpy:DCN s:1:ae s:0:kmeans s:0:clustpy:VaDE s:3:dcn s:2:dgg"
+    jobs = [device_module.Job(t) for t in tokens.split()]
+    ae2 = jobs[-1].ae  # seed 2's autoencoder is there already and no job makes it
+    ae2.parent.mkdir(parents=True)
+    ae2.write_text("ae")
+    producers = device_module.schedule(jobs, tmp_path / "out", 6, 8, tick=0.05, margin=1)
+    state = {j.name: (j.state, j.rc) for j in jobs}
+    assert state == {
+        "s_1_idec": ("ended", 0),  # started only after seed 1's autoencoder was written
+        "s_1_clustpy_DCN": ("ended", 0),
+        "s_1_ae": ("ended", 0),
+        "s_0_kmeans": ("ended", 0),  # needs no autoencoder, nor does ClustPy's VaDE
+        "s_0_clustpy_VaDE": ("ended", 0),
+        "s_3_dcn": ("waiting", None),  # no autoencoder and no job that makes one
+        "s_2_dgg": ("stopped", None),  # still running at the deadline
+    }
+    order = log.read_text().split()
+    assert order.index("s_1_ae") < order.index("s_1_idec")
+    assert list(producers) == [("s", 1)]
+
+
+def test_device_schedule_ends_when_nothing_left_can_start(device_module, tmp_path, monkeypatch):
+    stand_in_runs(device_module, monkeypatch, tmp_path / "order.txt")
+    jobs = [device_module.Job(t) for t in ("s:0:kmeans", "s:3:dcn")]
+    t0 = time.monotonic()
+    device_module.schedule(jobs, tmp_path / "out", 120, 2, tick=0.05, margin=1)
+    assert time.monotonic() - t0 < 30  # not the whole 120 s
+    assert [j.state for j in jobs] == ["ended", "waiting"]
+    with pytest.raises(SystemExit, match="bad job"):
+        device_module.Job("fmnist:idec")

@@ -17,8 +17,8 @@ Finished runs are stored one JSON object per line in ``docs/results/runs.jsonl``
 committed beside the table, together with their command; a run whose command is unchanged is
 not run again, so an interrupted ``make results`` resumes, and changing a setting re-runs only
 what it touches. A run on a GPU (``--device auto`` picks it) stores the GPU's name, and the
-table's wall-time column gives each device's mean apart (``tests/results/device_fmnist.sh``
-runs the Fashion-MNIST rows on a lent GPU machine). The checkpoints and label files stay in
+table's wall-time column gives each device's mean apart (``tests/results/device_run.py``
+runs rows on a lent GPU machine). The checkpoints and label files stay in
 ``WORK`` (``~/.cache``). A method
 with no stored run keeps its row of the existing table, marked as carried, so a store that
 lacks some runs never wipes published figures.
