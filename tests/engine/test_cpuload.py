@@ -188,7 +188,8 @@ def test_commands_report_the_load_and_auto_uses_the_free_cpus(hogs, tmp_path, bl
     """End to end, beside one busy process per CPU: the default run says its threads wait
     passively, ``--threads auto`` runs one thread."""
     base = [sys.executable, "-m", "deepcluster_cli", "train", str(blobs_csv)]
-    base += ["--label-column", "label", "-m", "kmeans", "-k", "3"]
+    # on the CPU also where a GPU is (auto would log "(cuda:0)", not the thread count)
+    base += ["--label-column", "label", "-m", "kmeans", "-k", "3", "--device", "cpu"]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
 
     def run(*extra, **more):
