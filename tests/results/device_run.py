@@ -253,7 +253,7 @@ def main() -> None:
         tests = subprocess.Popen(
             [
                 "timeout",
-                str(args.tests),
+                str(args.tests + 30),
                 sys.executable,
                 "-m",
                 "pytest",
@@ -265,6 +265,9 @@ def main() -> None:
                 "no:cacheprovider",
                 "--timeout",
                 "120",
+                # ends the session itself in time, so the failures' tracebacks still print
+                # (pytest-timeout >= 2.3); the outer `timeout` only if that fails
+                f"--session-timeout={max(args.tests - 30, 10)}",
             ],
             cwd=ROOT,
             stdout=log,
