@@ -6,7 +6,7 @@ DEMO   := demo-out
 TORCH  := torch==2.13.0
 COLS   := --id-column image_id --label-column label
 
-.PHONY: install demo test test-all lint format bench results clean
+.PHONY: install demo test test-all test-gpu lint format bench results clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ""
+
+# the CUDA path (tests/test_gpu.py) on a machine with a GPU; skipped where there is none
+test-gpu: install
+	DEEPCLUSTER_TEST_GPU=1 $(BIN)/python -m pytest -q -m gpu
 
 lint: install
 	$(BIN)/ruff check deepcluster_cli tests cli

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-import pytest
-from sklearn.datasets import load_digits, make_blobs
-from typer.testing import CliRunner
+import os
 
-from deepcluster_cli.cli import app
+# The default suite runs on the CPU on every machine, as CI does: on a machine with a GPU,
+# `--device auto` would otherwise put some tests there and not others, every worker and every
+# command a test starts would open its own CUDA context, and the contexts would take turns on
+# the GPU (a lent H200 ran half the suite in 150 s). `make test-gpu` runs tests/test_gpu.py,
+# the CUDA path, with the GPU visible. Set before anything can initialise CUDA.
+if os.environ.get("DEEPCLUSTER_TEST_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from sklearn.datasets import load_digits, make_blobs  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from deepcluster_cli.cli import app  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

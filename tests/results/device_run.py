@@ -19,8 +19,8 @@ instead of taking turns on it (without it, CUDA time-slices their contexts and t
 gain nothing over one, scaling.md); ``--parallel-without-mps`` is the limit when it does not
 start. Runs still going after ``--seconds`` are stopped and left out (listed in
 ``OUT/summary.txt``). The autoencoders trained here come back in ``OUT`` for the CPU's later
-runs, the logs in ``OUT/logs.tar.gz``. ``--tests N`` also runs the test suite on the GPU for
-at most N seconds, beside the runs (``logs/pytest.txt``).
+runs, the logs in ``OUT/logs.tar.gz``. ``--tests N`` also runs the CUDA-path tests (``make
+test-gpu``: tests/test_gpu.py) for at most N seconds, beside the runs (``logs/pytest.txt``).
 
 It replaced ``device_fmnist.sh`` (a fixed bash sequence, in git history up to 2ee7182), which
 ran the H100 rows of 2026-11-27 (session 13).
@@ -257,6 +257,8 @@ def main() -> None:
                 sys.executable,
                 "-m",
                 "pytest",
+                "-m",
+                "gpu",
                 "-v",  # each test's name as it ends: a run cut at its limit still says which failed
                 "-rf",
                 "-n",
@@ -272,6 +274,9 @@ def main() -> None:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # two CPU threads a worker: PyTorch's default (one per core) in each of 4 workers
+            # would oversubscribe the cores beside the runs
+            env={**os.environ, "DEEPCLUSTER_TEST_GPU": "1", "OMP_NUM_THREADS": "2"},
         )
 
     producers = schedule(jobs, out, args.seconds - (time.monotonic() - t0), parallel)

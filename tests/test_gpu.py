@@ -1,0 +1,97 @@
+"""The CUDA path: every method trains on the GPU, its checkpoint assigns on a machine without
+one, the same seed gives the same labels there, and the commands say where they ran.
+
+Run with ``make test-gpu`` on a machine with a GPU; skipped where PyTorch sees none (and in
+``make test``, which hides the GPU so that the default suite runs as CI does, tests/conftest.py).
+``DEEPCLUSTER_TEST_GPU_DEVICE=cpu make test-gpu`` runs the same checks on the CPU, which tests
+the tests on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deepcluster_cli.io import Scaler
+from deepcluster_cli.methods import REGISTRY, get_method
+from deepcluster_cli.pipeline import fit, load_model, predict, save_model
+
+pytestmark = pytest.mark.gpu
+METHODS = list(REGISTRY)
+
+
+@pytest.fixture(scope="module")
+def gpu() -> str:
+    device = os.environ.get("DEEPCLUSTER_TEST_GPU_DEVICE", "cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here: `make test-gpu` on a machine with one")
+    return device
+
+
+@pytest.fixture(scope="module")
+def data(blobs):
+    x, y = blobs
+    return Scaler("minmax").fit(x).transform(x), y
+
+
+def gpu_fit(name, x, device, seed=0):
+    m = get_method(name)
+    layers = [("test", dict(m.test_settings))]
+    return fit(x, method=name, n_clusters=3, layers=layers, seed=seed, device=device)
+
+
+def tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [*model.parameters(), *model.buffers()]
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_model_trained_on_the_gpu_assigns_the_same_labels_on_the_cpu(name, data, gpu, tmp_path):
+    x, _ = data
+    res = gpu_fit(name, x, gpu)
+    held = tensors(res.model)
+    assert held and all(t.device.type == torch.device(gpu).type for t in held)
+    path = tmp_path / "m.pt"
+    schema = {"feature_names": None, "n_features": x.shape[1]}
+    save_model(str(path), res, schema=schema, scaler=Scaler("none").fit(x))
+    loaded = load_model(str(path), device="cpu")  # a machine without the GPU
+    assert all(t.device.type == "cpu" for t in tensors(loaded.model))
+    labels, proba, _ = predict(loaded, x, device="cpu")
+    # the same weights on another device: float rounding may only move a row on a tie
+    assert np.mean(labels == res.labels) >= 0.99
+    if proba is not None:
+        np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_same_seed_same_labels_on_the_gpu(name, data, gpu):
+    x, _ = data
+    a = gpu_fit(name, x, gpu, seed=3).labels
+    b = gpu_fit(name, x, gpu, seed=3).labels
+    np.testing.assert_array_equal(a, b)
+
+
+def test_commands_train_on_the_gpu_say_so_and_hand_over_to_the_cpu(cli, blobs_csv, gpu, tmp_path):
+    """pretrain on the GPU, train from that autoencoder on the CPU, and the other way round;
+    assign on the CPU gives the labels training wrote."""
+    ae = tmp_path / "ae.pt"
+    common = ["--label-column", "label", "--scale", "minmax"]
+    tiny = ["--arch", "16", "--latent", "2", "--epochs", "3"]
+    r = cli("pretrain", blobs_csv, *common, *tiny, "--device", gpu, "-o", ae)
+    assert r.exit_code == 0, r.stderr
+    assert f"({torch.device(gpu).type}" in r.stderr  # the log line names the device
+    for train_on, model in ((gpu, "a.pt"), ("cpu", "b.pt")):
+        r = cli(
+            "train", blobs_csv, *common, "-m", "dec", "-k", 3, "--pretrained", ae,
+            "--epochs", 2, "--device", train_on, "-o", tmp_path / model,
+            "--labels", tmp_path / f"{model}.csv", "-q",
+        )  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+    out = tmp_path / "assigned.csv"
+    r = cli("assign", tmp_path / "a.pt", blobs_csv, *common[:2], "--device", "cpu", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    trained = pd.read_csv(tmp_path / "a.pt.csv")["cluster"].to_numpy()
+    assert np.mean(pd.read_csv(out)["cluster"].to_numpy() == trained) >= 0.99
