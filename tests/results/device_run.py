@@ -10,8 +10,8 @@ finished runs land in ``OUT/runs.jsonl`` in the runner's store format, with the 
 A job is ``SET:SEED:METHOD`` (one of the runner's methods), ``SET:SEED:clustpy:NAME`` (ClustPy's
 DEC, IDEC, DCN or VaDE), or ``SET:SEED:ae``: the autoencoder of that seed, pretrained through
 the runner's ``aekm`` run. A job that starts from an autoencoder waits until that seed's ``ae``
-job has ended (or starts at once when ``DIR`` holds ``ae_sSEED.pt``). ``DIR`` holds the data
-sets (``SET.parquet``), any autoencoders to reuse, and may hold ``site/``: Python packages the
+job has ended (or starts at once when ``DIR`` holds ``SET_ae_sSEED.pt``). ``DIR`` holds the
+data sets (``SET.parquet``), any autoencoders to reuse (named as the call returns them), and may hold ``site/``: Python packages the
 machine lacks (ClustPy), put on the path of every run.
 
 ``--mps`` starts NVIDIA's Multi-Process Service first, so that the processes share the GPU
@@ -62,6 +62,11 @@ class Job:
     @property
     def ae(self) -> Path:
         return WORK / self.set / f"ae_s{self.seed}.pt"
+
+    @property
+    def ae_file(self) -> str:
+        """Its name in DIR and in OUT: ``SET_ae_sSEED.pt``."""
+        return f"{self.set}_{self.ae.name}"
 
     def needs_ae(self) -> bool:
         if self.method == "ae":
@@ -201,7 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
     ap.add_argument("--seconds", type=float, required=True)
-    ap.add_argument("--data", required=True, help="SET.parquet, ae_sSEED.pt, site/")
+    ap.add_argument("--data", required=True, help="SET.parquet, SET_ae_sSEED.pt, site/")
     ap.add_argument("--jobs", required=True)
     ap.add_argument("--parallel", type=int, default=12)
     ap.add_argument("--mps", action="store_true")
@@ -220,7 +225,7 @@ def main() -> None:
     for f in src.glob("*.parquet"):
         shutil.copy(f, DATA / f.name)
     for job in jobs:
-        reuse = src / job.ae.name
+        reuse = src / job.ae_file
         if job.needs_ae() and reuse.exists() and not job.ae.exists():
             job.ae.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(reuse, job.ae)
@@ -289,9 +294,9 @@ def main() -> None:
     with (out / "runs.jsonl").open("w") as f:
         for store in sorted((out / "store").glob("*.jsonl")):
             f.write(store.read_text())
-    for key, job in producers.items():
-        if job.ae.exists() and not (src / job.ae.name).exists():
-            shutil.copy(job.ae, out / f"{key[0]}_{job.ae.name}")
+    for job in producers.values():
+        if job.ae.exists() and not (src / job.ae_file).exists():
+            shutil.copy(job.ae, out / job.ae_file)
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         tar.add(out / "logs", arcname="logs")
         tar.add(out / "store", arcname="store")
