@@ -13,13 +13,20 @@ import numpy as np
 import pytest
 
 RUNNER = Path(__file__).parent / "results" / "run.py"
+DEVICE = Path(__file__).parent / "results" / "device_run.py"
+
+
+def load_script(path: Path, name: str):
+    """A script of tests/results as a fresh module (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
 def run_module(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("results_run", RUNNER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(RUNNER, "results_run")
     data = tmp_path / "data"
     data.mkdir()
     (data / "digits.parquet").write_bytes(b"")
@@ -92,9 +99,7 @@ def test_runs_render_resume_and_failures(run_module, tmp_path):
 
 
 def test_mean_std():
-    spec = importlib.util.spec_from_file_location("results_run2", RUNNER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(RUNNER, "results_run2")
     assert module.mean_std([]) == "-"
     assert module.mean_std([0.5]) == "0.500"
     assert module.mean_std([0.4, 0.6]) == "0.500 ± 0.141"
@@ -118,9 +123,7 @@ def test_text_set_uses_its_cluster_count_and_text_preset(run_module, tmp_path):
 
 
 def test_text_data_builds_tfidf_classes_from_fortune_files(tmp_path):
-    spec = importlib.util.spec_from_file_location("text_data", RUNNER.parent / "text_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(RUNNER.parent / "text_data.py", "text_data")
     words = {name: f"{name}word{name} other{name}" for name in module.CLASSES}
     for k, name in enumerate(module.CLASSES):
         entries = [f"{words[name]} number {i}\nsecond line" for i in range(3 + k)]
@@ -198,9 +201,7 @@ def test_clustpy_takes_a_list_of_its_methods(run_module, tmp_path, monkeypatch, 
 def test_clustpy_rows_score_the_methods_own_assignment_and_keep_the_refit(run_module, tmp_path):
     # ClustPy 0.0.3's labels_ is a k-means refit on the final embedding; the row must score
     # dec_labels_ / dcn_labels_ / vade_labels_, and the refit is stored beside it
-    spec = importlib.util.spec_from_file_location("clustpy_run", RUNNER.parent / "clustpy_run.py")
-    cp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cp)
+    cp = load_script(RUNNER.parent / "clustpy_run.py", "clustpy_run")
 
     class Fitted:
         labels_ = [9, 9]
@@ -251,9 +252,7 @@ def test_clustpy_vade_on_a_fresh_machine_gets_its_output_folder(run_module, tmp_
 
 
 def test_clustpy_script_refuses_a_missing_output_folder_before_training(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("clustpy_run", RUNNER.parent / "clustpy_run.py")
-    cp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cp)
+    cp = load_script(RUNNER.parent / "clustpy_run.py", "clustpy_run")
 
     def never():
         raise AssertionError("ClustPy imported before the outputs were checked")
@@ -298,14 +297,9 @@ def test_gpu_runs_store_the_device_and_the_table_times_each_device_apart(run_mod
     assert run_module.seconds_cell([{"seconds": 3.0}, {"seconds": 5.0}]) == "4"
 
 
-DEVICE = Path(__file__).parent / "results" / "device_run.py"
-
-
 @pytest.fixture
 def device_module(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("results_device_run", DEVICE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(DEVICE, "results_device_run")
     monkeypatch.setattr(module, "WORK", tmp_path / "work")
     (tmp_path / "out" / "logs").mkdir(parents=True)
     return module
