@@ -49,6 +49,22 @@ def world() -> World:
     return World()
 
 
+def gpu_of_rank() -> int:
+    """This rank's GPU: ``LOCAL_RANK``. NCCL gives each rank a GPU of its own (two ranks on one
+    GPU fail at their first collective), so a node that starts more processes than it has GPUs
+    is refused here, before anything is trained."""
+    local_rank = int(os.environ["LOCAL_RANK"])
+    gpus = torch.cuda.device_count()
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE") or local_rank + 1)
+    if max(per_node, local_rank + 1) > gpus:
+        raise UsageError(
+            f"torchrun starts {max(per_node, local_rank + 1)} processes on this node but it has "
+            f"{gpus} GPU{'s' if gpus != 1 else ''}: one process per GPU "
+            f"(--nproc_per_node {gpus}), or --device cpu"
+        )
+    return local_rank
+
+
 def init_from_env(device: torch.device) -> torch.device:
     """Join the process group torchrun describes in the environment; returns the device this
     rank trains on (``cuda:LOCAL_RANK`` on a GPU node). A plain run returns ``device``."""
@@ -64,7 +80,7 @@ def init_from_env(device: torch.device) -> torch.device:
             "(see docs/scaling.md)"
         )
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+        device = torch.device("cuda", gpu_of_rank())
         torch.cuda.set_device(device)
         backend = "nccl"
     elif device.type == "cpu":

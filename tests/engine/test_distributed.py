@@ -266,6 +266,28 @@ def test_train_without_torchrun_env_is_refused_cleanly(cli, digits_csv, tmp_path
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_more_ranks_than_gpus_on_a_node_is_refused_before_training(monkeypatch):
+    """NCCL needs a GPU per rank: 2 processes on a 1-GPU node get a usage error at the start,
+    not a collective that fails mid-run."""
+    from deepcluster_cli.engine import distributed
+    from deepcluster_cli.errors import UsageError
+
+    env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pytest.fail("reached set_device"))
+    with pytest.raises(UsageError, match=r"starts 2 processes on this node but it has 1 GPU:"):
+        distributed.init_from_env(torch.device("cuda"))
+    monkeypatch.setenv("LOCAL_RANK", "0")  # rank 0 of the same launch is refused too
+    with pytest.raises(UsageError, match="--nproc_per_node 1"):
+        distributed.gpu_of_rank()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # one GPU each: rank 1 -> cuda:1
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.gpu_of_rank() == 1
+
+
 @pytest.mark.parametrize("shard_by", ["block", "stride"])
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".npy"])
 def test_shards_joined_equal_the_unsharded_output(cli, digits, tmp_path, shard_by, suffix):
