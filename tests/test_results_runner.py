@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +361,27 @@ def test_device_schedule_ends_when_nothing_left_can_start(device_module, tmp_pat
     assert [j.state for j in jobs] == ["ended", "waiting"]
     with pytest.raises(SystemExit, match="bad job"):
         device_module.Job("fmnist:idec")
+
+
+def test_prepare_fills_the_folder_the_call_carries(device_module, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "s.parquet").write_bytes(b"rows")
+    monkeypatch.setattr(device_module, "DATA", data)
+    jobs = [device_module.Job(t) for t in ("s:1:idec", "s:2:dcn", "s:0:clustpy:VaDE")]
+    jobs[0].ae.parent.mkdir(parents=True)
+    jobs[0].ae.write_bytes(b"ae1")  # seed 2 has no autoencoder here: its job will make one
+    pkg = tmp_path / "site-packages" / "clustpy"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "aloi.data").write_bytes(b"big")
+    (pkg / "dipModule.cpython-311-x86_64-linux-gnu.so").write_bytes(b"elf")
+    spec = types.SimpleNamespace(origin=str(pkg / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    folder = tmp_path / ".devdata"
+    assert device_module.prepare(folder, jobs) == ["s.parquet", "s_ae_s1.pt", "site/clustpy"]
+    assert (folder / "s_ae_s1.pt").read_bytes() == b"ae1"
+    assert (folder / "site" / "clustpy" / "__init__.py").exists()
+    assert not [p.name for p in (folder / "site").rglob("*") if p.suffix in (".data", ".so")]
+    with pytest.raises(SystemExit, match="other.parquet is missing"):
+        device_module.prepare(folder, [device_module.Job("other:0:kmeans")])

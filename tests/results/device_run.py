@@ -4,15 +4,22 @@
 device detection), each in its own process, up to ``--parallel`` at a time, in the order given;
 finished runs land in ``OUT/runs.jsonl`` in the runner's store format, with the GPU's name.
 
-    python3 tests/results/device_run.py OUT --seconds 480 --data DIR \
-        --jobs "fmnist:1:ae fmnist:0:clustpy:VaDE fmnist:1:idec fmnist:1:clustpy:IDEC"
+    .venv/bin/python tests/results/device_run.py --prepare --data .devdata --jobs "$JOBS"
+    # then, through the device tool with carry [".devdata"]:
+    python3 tests/results/device_run.py $OUT --seconds 480 --data .devdata --jobs "$JOBS"
+
+with JOBS="fmnist:1:ae fmnist:0:clustpy:VaDE fmnist:1:idec fmnist:1:clustpy:IDEC", say.
+``--prepare`` (here) copies into the folder what the jobs need (keep it in .git/info/exclude).
+The call carries at most 64 MiB: Fashion-MNIST's Parquet file is 44 MB and each of its
+autoencoders 13 MB, so carry one at most, and let ``ae`` jobs pretrain the others there (the
+same seed gave the same autoencoder on the H100s and the H200, by aekm's scores).
 
 A job is ``SET:SEED:METHOD`` (one of the runner's methods), ``SET:SEED:clustpy:NAME`` (ClustPy's
 DEC, IDEC, DCN or VaDE), or ``SET:SEED:ae``: the autoencoder of that seed, pretrained through
 the runner's ``aekm`` run. A job that starts from an autoencoder waits until that seed's ``ae``
 job has ended (or starts at once when ``DIR`` holds ``SET_ae_sSEED.pt``). ``DIR`` holds the
-data sets (``SET.parquet``), any autoencoders to reuse (named as the call returns them), and may hold ``site/``: Python packages the
-machine lacks (ClustPy), put on the path of every run.
+data sets (``SET.parquet``), any autoencoders to reuse (named as the call returns them), and
+may hold ``site/``: Python packages the machine lacks (ClustPy), put on the path of every run.
 
 ``--mps`` starts NVIDIA's Multi-Process Service first, so that the processes share the GPU
 instead of taking turns on it (without it, CUDA time-slices their contexts and two processes
@@ -202,10 +209,50 @@ def deepcluster_bin() -> None:
     )
 
 
+def prepare(folder: Path, jobs: list[Job]) -> list[str]:
+    """Here, before the call: the data sets, the autoencoders this machine already has for
+    the jobs' seeds, and ClustPy's pure-Python package (for its jobs) into ``folder``, which
+    must be ignored by git (the call carries it). Returns what was copied."""
+    copied = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sorted({j.set for j in jobs}):
+        src = DATA / f"{name}.parquet"
+        if not src.exists():
+            sys.exit(f"error: {src} is missing; run `python ../shared/data/fetch.py`")
+        shutil.copy(src, folder / src.name)
+        copied.append(src.name)
+    for job in jobs:
+        if job.needs_ae() and job.ae.exists() and not (folder / job.ae_file).exists():
+            shutil.copy(job.ae, folder / job.ae_file)
+            copied.append(job.ae_file)
+    if any(j.peer for j in jobs):
+        import importlib.util
+
+        spec = importlib.util.find_spec("clustpy")
+        if spec is None or spec.origin is None:
+            sys.exit("error: ClustPy is not installed here (the bench extra)")
+        target = folder / "site" / "clustpy"
+        shutil.rmtree(target, ignore_errors=True)
+        # its bundled data sets and the C extension built for this Python stay behind
+        skip = shutil.ignore_patterns("*.data", "*.so", "__pycache__")
+        shutil.copytree(Path(spec.origin).parent, target, ignore=skip)
+        copied.append("site/clustpy")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    if size > 60 * 2**20:  # the device tool carries at most 64 MiB with the working tree
+        copied.append(
+            f"warning: {size / 2**20:.0f} MiB, too much to carry; leave the autoencoders out "
+            "(an `ae` job pretrains the same one there)"
+        )
+    return copied
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out")
-    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("out", nargs="?", help="where the results go (not with --prepare)")
+    ap.add_argument(
+        "--prepare", action="store_true", help="here: fill --data for the jobs, then stop"
+    )
+    ap.add_argument("--seconds", type=float)
     ap.add_argument("--data", required=True, help="SET.parquet, SET_ae_sSEED.pt, site/")
     ap.add_argument("--jobs", required=True)
     ap.add_argument("--parallel", type=int, default=12)
@@ -213,6 +260,12 @@ def main() -> None:
     ap.add_argument("--parallel-without-mps", type=int, default=3)
     ap.add_argument("--tests", type=int, default=0)
     args = ap.parse_args()
+    if args.prepare:
+        copied = prepare(Path(args.data), [Job(t) for t in args.jobs.split()])
+        print(f"{args.data}: {', '.join(copied)}")
+        return
+    if args.out is None or args.seconds is None:
+        ap.error("OUT and --seconds are needed (or --prepare)")
     t0 = time.monotonic()
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
