@@ -1,5 +1,6 @@
 """The CUDA path: every method trains on the GPU, its checkpoint assigns on a machine without
-one, the same seed gives the same labels there, and the commands say where they ran.
+one, the same seed gives the same labels there (on data where rounding cannot move a row), and
+the commands say where they ran.
 
 Run with ``make test-gpu`` on a machine with a GPU; skipped where PyTorch sees none (and in
 ``make test``, which hides the GPU so that the default suite runs as CI does, tests/conftest.py).
@@ -68,6 +69,8 @@ def test_a_model_trained_on_the_gpu_assigns_the_same_labels_on_the_cpu(name, dat
 
 @pytest.mark.parametrize("name", METHODS)
 def test_same_seed_same_labels_on_the_gpu(name, data, gpu):
+    """Up to the GPU's atomic adds (index_add in dcn and kdvae, some cuBLAS reductions), which
+    docs/reliability.md says can move a run slightly: on well-separated blobs no row moves."""
     x, _ = data
     a = gpu_fit(name, x, gpu, seed=3).labels
     b = gpu_fit(name, x, gpu, seed=3).labels
