@@ -359,8 +359,9 @@ def test_device_schedule_ends_when_nothing_left_can_start(device_module, tmp_pat
     device_module.schedule(jobs, tmp_path / "out", 120, 2, tick=0.05, margin=1)
     assert time.monotonic() - t0 < 30  # not the whole 120 s
     assert [j.state for j in jobs] == ["ended", "waiting"]
-    with pytest.raises(SystemExit, match="bad job"):
-        device_module.Job("fmnist:idec")
+    for bad in ("fmnist:idec", "fmnist:0:peer:VaDE", "fmnist:x:dec"):
+        with pytest.raises(SystemExit, match="bad job"):
+            device_module.Job(bad)
 
 
 def test_prepare_fills_the_folder_the_call_carries(device_module, tmp_path, monkeypatch):

@@ -55,10 +55,10 @@ def gpu_of_rank() -> int:
     is refused here, before anything is trained."""
     local_rank = int(os.environ["LOCAL_RANK"])
     gpus = torch.cuda.device_count()
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE") or local_rank + 1)
-    if max(per_node, local_rank + 1) > gpus:
+    per_node = max(int(os.environ.get("LOCAL_WORLD_SIZE") or 0), local_rank + 1)
+    if per_node > gpus:
         raise UsageError(
-            f"torchrun starts {max(per_node, local_rank + 1)} processes on this node but it has "
+            f"torchrun starts {per_node} processes on this node but it has "
             f"{gpus} GPU{'s' if gpus != 1 else ''}: one process per GPU "
             f"(--nproc_per_node {gpus}), or --device cpu"
         )

@@ -36,6 +36,7 @@ ran the H100 rows of 2026-11-27 (session 13).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -56,7 +57,8 @@ WORK = Path.home() / ".cache" / "deepcluster-results"
 class Job:
     def __init__(self, token: str) -> None:
         parts = token.split(":")
-        if len(parts) not in (3, 4) or not parts[1].isdigit():
+        peer_form = len(parts) == 4 and parts[2] == "clustpy"
+        if not (len(parts) == 3 or peer_form) or not parts[1].isdigit():
             sys.exit(f"error: bad job '{token}': SET:SEED:METHOD or SET:SEED:clustpy:NAME")
         self.set, self.seed = parts[0], int(parts[1])
         self.peer = parts[3] if len(parts) == 4 else ""
@@ -121,14 +123,14 @@ def schedule(
             if left < margin or running >= parallel:
                 break
             if job.state == "waiting" and ready(job):
-                log = (out / "logs" / f"{job.name}.log").open("w")
-                job.proc = subprocess.Popen(
-                    job.argv(out),
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                with (out / "logs" / f"{job.name}.log").open("w") as log:  # the child keeps it
+                    job.proc = subprocess.Popen(
+                        job.argv(out),
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 job.state = "running"
                 running += 1
                 print(f"{time.monotonic() - t0:6.0f} s  started {job.name}", flush=True)
@@ -226,8 +228,6 @@ def prepare(folder: Path, jobs: list[Job]) -> list[str]:
             shutil.copy(job.ae, folder / job.ae_file)
             copied.append(job.ae_file)
     if any(j.peer for j in jobs):
-        import importlib.util
-
         spec = importlib.util.find_spec("clustpy")
         if spec is None or spec.origin is None:
             sys.exit("error: ClustPy is not installed here (the bench extra)")
@@ -307,35 +307,21 @@ def main() -> None:
 
     tests = None
     if args.tests:
-        log = (out / "logs" / "pytest.txt").open("w")
-        tests = subprocess.Popen(
-            [
-                "timeout",
-                str(args.tests + 30),
-                sys.executable,
-                "-m",
-                "pytest",
-                "-m",
-                "gpu",
-                "-v",  # each test's name as it ends: a run cut at its limit still says which failed
-                "-rf",
-                "-n",
-                "4",
-                "-p",
-                "no:cacheprovider",
-                "--timeout",
-                "120",
-                # ends the session itself in time, so the failures' tracebacks still print
-                # (pytest-timeout >= 2.3); the outer `timeout` only if that fails
-                f"--session-timeout={max(args.tests - 30, 10)}",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # two CPU threads a worker: PyTorch's default (one per core) in each of 4 workers
-            # would oversubscribe the cores beside the runs
-            env={**os.environ, "DEEPCLUSTER_TEST_GPU": "1", "OMP_NUM_THREADS": "2"},
-        )
+        # -m gpu: the CUDA-path tests (make test-gpu); -v names each test as it ends, so a run
+        # cut at its limit still says which failed; --session-timeout (pytest-timeout >= 2.3)
+        # ends the session itself in time, so the failures' tracebacks print, and the outer
+        # `timeout` acts only if that fails
+        argv = ["timeout", str(args.tests + 30), sys.executable, "-m", "pytest", "-m", "gpu"]
+        argv += ["-v", "-rf", "-p", "no:cacheprovider"]
+        if importlib.util.find_spec("xdist"):  # the GPU machines' image has both plugins
+            argv += ["-n", "4"]
+        if importlib.util.find_spec("pytest_timeout"):
+            argv += ["--timeout", "120", f"--session-timeout={max(args.tests - 30, 10)}"]
+        # two CPU threads a worker: PyTorch's default (one per core) in each of 4 workers
+        # would oversubscribe the cores beside the runs
+        env = {**os.environ, "DEEPCLUSTER_TEST_GPU": "1", "OMP_NUM_THREADS": "2"}
+        with (out / "logs" / "pytest.txt").open("w") as log:  # the child keeps it
+            tests = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     producers = schedule(jobs, out, args.seconds - (time.monotonic() - t0), parallel)
     if tests is not None:
