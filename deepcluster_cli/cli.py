@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from deepcluster_cli import __version__
 from deepcluster_cli.commands.assign import assign
-from deepcluster_cli.commands.common import STATE
+from deepcluster_cli.commands.common import STATE, fail
 from deepcluster_cli.commands.evaluate import evaluate
 from deepcluster_cli.commands.generate import generate
 from deepcluster_cli.commands.info import info
@@ -17,7 +20,47 @@ from deepcluster_cli.commands.methods import methods
 from deepcluster_cli.commands.pretrain import pretrain
 from deepcluster_cli.commands.train import train
 
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Click's usage-error base: in Typer's own copy of click (Typer >= 0.2x, private) or in
+    click (older Typer). Neither: nothing is caught and Typer prints its box (still exit 2)."""
+    for where in ("typer._click.exceptions", "click.exceptions"):
+        with contextlib.suppress(ImportError, AttributeError):
+            return (importlib.import_module(where).ClickException,)
+    return ()
+
+
+_CLICK_ERRORS = _click_errors()
+
+
+class _Group(TyperGroup):
+    """Typer prints a usage error (an unknown option, ``-k abc``, a missing argument) as a
+    box of several lines; the contract is one line on stderr, exit 2, like our own errors."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line():
+    try:
+        yield
+    except _CLICK_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `deepcluster` alone: the help
+            raise
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+        raise fail(message + hint, exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="deepcluster",
     help="Deep clustering from the command line: pretrain, train, assign, evaluate, generate.",
     no_args_is_help=True,

@@ -87,6 +87,8 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--config {path}: is a folder; give a TOML file")
     if not p.is_file():
         raise UsageError(f"--config {path}: no such file")
     try:

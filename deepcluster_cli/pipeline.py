@@ -221,12 +221,13 @@ class PretrainConfig:
     lr: float = 1e-3
 
     def validate(self) -> None:
-        if self.latent < 1 or any(w < 1 for w in self.arch):
-            raise UsageError("--arch widths and --latent must be positive")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise UsageError("--epochs must be >= 0, --batch-size >= 1 and --lr > 0")
-        if self.noise < 0:
-            raise UsageError("--noise must be >= 0")
+        from deepcluster_cli.nn.mlp import check_autoencoder_settings
+
+        keys = ("arch", "latent", "noise", "epochs", "batch_size", "lr")
+        check_autoencoder_settings(
+            **{k: getattr(self, k) for k in keys},
+            names={k: "--" + k.replace("_", "-") for k in keys},
+        )
 
 
 def pretrain(

@@ -303,7 +303,14 @@ def check_outputs(
     command's inputs or another of its outputs: the run would replace a file the user
     has (the data, the model) or write two results to one file. Keys name the options
     (``{"-o": "model.pt"}``), values are paths; ``None`` is skipped, ``-`` is stdout: one
-    output at most may take it, and none of the ``files_only`` options (checkpoints)."""
+    output at most may take it, and none of the ``files_only`` options (checkpoints). An
+    input ``-`` is stdin, which can be read once: one input at most may take it."""
+    from_stdin = [what for what, path in inputs.items() if path == "-"]
+    if len(from_stdin) > 1:
+        raise UsageError(
+            f"the {' and the '.join(from_stdin)} both read stdin (-), which can be read once; "
+            "save one of them to a file"
+        )
     to_stdout = [opt for opt, path in outputs.items() if path == "-"]
     for opt in to_stdout:
         if opt in files_only:
@@ -326,6 +333,19 @@ def check_outputs(
         for other, other_path in given[:i]:
             if _same_file(path, other_path):
                 raise UsageError(f"{path}: given to both {other} and {opt}; use two files")
+
+
+#: numpy's and scikit-learn's seeds are 0 .. 2**32 - 1 (torch takes more, numpy no negatives)
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, restarts: int = 1) -> None:
+    """Refuse a --seed (or the last of --restarts N: seed .. seed+N-1) the libraries reject."""
+    if not 0 <= seed <= MAX_SEED - (restarts - 1):
+        with_restarts = f" with --restarts {restarts}" if restarts > 1 else ""
+        raise UsageError(
+            f"--seed {seed}: give a number from 0 to {MAX_SEED - (restarts - 1)}{with_restarts}"
+        )
 
 
 def check_max_time(max_time: float | None) -> None:

@@ -87,20 +87,8 @@ def evaluate(
     from deepcluster_cli.errors import DataError, UsageError
     from deepcluster_cli.io import atomic_path, read_labels, read_table
     from deepcluster_cli.metrics import cluster_sizes, external_scores, internal_scores
-    from deepcluster_cli.plots import (
-        MISSING,
-        embedding_map,
-        have_matplotlib,
-        training_curves,
-    )
-    from deepcluster_cli.report import (
-        FORMATS,
-        Picture,
-        confusion,
-        document_format,
-        render,
-        render_document,
-    )
+    from deepcluster_cli.plots import MISSING, have_matplotlib
+    from deepcluster_cli.report import FORMATS, document_format, render
 
     refuse("evaluate", "run it as a plain command")
     if out_format not in FORMATS:
@@ -160,13 +148,28 @@ def evaluate(
         "n_clusters": int(len(np.unique(pred))),
     }
     text = render(report, out_format)
+    document = None
+    if report_file is not None:  # before -o is written: a bad --embedding leaves -o as it was
+        sources = dict(labels=labels, truth=truth, data=data, embedding=embedding, model=model)
+        document = _document(report, pred, y, table, ckpt, doc_format, sources)
     if output is None:
         typer.echo(text, nl=False)
     else:
         with atomic_path(output) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
-    if report_file is None:
-        return
+    if document is not None:
+        with atomic_path(report_file) as tmp:
+            Path(tmp).write_text(document, encoding="utf-8")
+
+
+def _document(report, pred, y, table, ckpt, doc_format, sources: dict) -> str:
+    """The --report document's text: reads --embedding, draws the pictures."""
+    from deepcluster_cli.errors import DataError
+    from deepcluster_cli.io import read_table
+    from deepcluster_cli.plots import MISSING, embedding_map, have_matplotlib, training_curves
+    from deepcluster_cli.report import Picture, confusion, render_document
+
+    labels, embedding = sources["labels"], sources["embedding"]
     z = None
     if embedding is not None:
         z = read_table(embedding).features
@@ -179,13 +182,7 @@ def evaluate(
         doc["confusion"] = confusion(y, pred)
     if ckpt is not None:
         doc["model"] = model_facts(ckpt)
-    doc["sources"] = {
-        k: v
-        for k, v in dict(
-            labels=labels, truth=truth, data=data, embedding=embedding, model=model
-        ).items()
-        if v is not None
-    }
+    doc["sources"] = {k: v for k, v in sources.items() if v is not None}
     pictures, notes = [], []
     if have_matplotlib():
         if z is not None:
@@ -198,9 +195,7 @@ def evaluate(
     else:
         notes.append(f"No pictures: {MISSING}")
         typer.echo(f"deepcluster: warning: the report has no pictures; {MISSING}", err=True)
-    text = render_document(doc, doc_format, pictures=pictures, notes=notes)
-    with atomic_path(report_file) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+    return render_document(doc, doc_format, pictures=pictures, notes=notes)
 
 
 def model_facts(ckpt) -> dict:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deepcluster_cli.commands.common import check_outputs, handle_errors, setup_torch
+from deepcluster_cli.commands.common import check_outputs, check_seed, handle_errors, setup_torch
 from deepcluster_cli.options import DeviceOpt, ModelArg, SeedOpt
 
 
@@ -69,6 +69,7 @@ def generate(
             raise UsageError(f"--grid: {MISSING}")
     elif image_shape is not None:
         raise UsageError("--image-shape is used with --grid FILE.png")
+    check_seed(seed or 0)
     check_outputs({"-o": output, "--grid": grid}, {"model": model})
     dev = setup_torch(
         seed or 0, device or "auto", None, one_process=("generate", "run it as a plain command")

@@ -9,6 +9,7 @@ import typer
 from deepcluster_cli.commands.common import (
     check_max_time,
     check_outputs,
+    check_seed,
     handle_errors,
     is_main_process,
     make_progress,
@@ -131,6 +132,7 @@ def pretrain(
         PretrainConfig,
         [(f"--config {config}", toml), ("--set", parse_sets(set_))] + option_layers(explicit),
     )
+    check_seed(seed)
     check_max_time(max_time)
     check_outputs({"-o": output}, {"data file": data, "config file": config}, files_only=("-o",))
     scaler = Scaler(scale)

@@ -9,6 +9,7 @@ import typer
 from deepcluster_cli.commands.common import (
     check_max_time,
     check_outputs,
+    check_seed,
     handle_errors,
     is_main_process,
     make_progress,
@@ -146,6 +147,7 @@ def train(
     cfg = build_config(m.Config, layers)  # every setting is checked before any work
     check_pretrained_used(m, cfg, pretrained is not None)
     check_selection(m, method, restarts, select)
+    check_seed(seed, restarts)
     check_max_time(max_time)
     check_outputs(
         {"-o": output, "--labels": labels},

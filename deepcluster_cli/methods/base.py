@@ -26,7 +26,13 @@ from deepcluster_cli.engine.checkpoint import Checkpoint
 from deepcluster_cli.engine.progress import Progress
 from deepcluster_cli.engine.trainer import Stage, Trainer, batched_apply
 from deepcluster_cli.errors import UsageError
-from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, autoencoder_loss, resolve_recon_loss
+from deepcluster_cli.nn.mlp import (
+    AEConfig,
+    Autoencoder,
+    autoencoder_loss,
+    check_autoencoder_settings,
+    resolve_recon_loss,
+)
 
 
 @dataclass
@@ -53,6 +59,23 @@ class AEFields:
     pretrain_epochs: int = 50
     pretrain_lr: float = 1e-3
     pretrain_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        # every deep method's Config, checked when it is built, by `pretrain`'s rules
+        names = {
+            "epochs": "pretrain_epochs",
+            "batch_size": "pretrain_batch_size",
+            "lr": "pretrain_lr",
+        }
+        check_autoencoder_settings(
+            arch=self.arch,
+            latent=self.latent,
+            noise=self.noise,
+            epochs=self.pretrain_epochs,
+            batch_size=self.pretrain_batch_size,
+            lr=self.pretrain_lr,
+            names={"arch": "arch", "latent": "latent", "noise": "noise", **names},
+        )
 
 
 @dataclass

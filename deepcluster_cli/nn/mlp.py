@@ -80,6 +80,21 @@ def reconstruction_loss(x_hat: Tensor, x: Tensor, kind: str, *, reduce: bool = T
     return per.mean() if reduce else per
 
 
+def check_autoencoder_settings(
+    *, arch, latent: int, noise: float, epochs: int, batch_size: int, lr: float, names: dict
+) -> None:
+    """The rules of every autoencoder's settings, ``pretrain``'s options as the deep methods'
+    ``--set arch=... pretrain_epochs=...``; ``names`` gives each keyword its name for the user."""
+    if latent < 1 or any(w < 1 for w in arch):
+        raise UsageError(f"{names['arch']} widths and {names['latent']} must be positive")
+    if epochs < 0 or batch_size < 1 or lr <= 0:
+        raise UsageError(
+            f"{names['epochs']} must be >= 0, {names['batch_size']} >= 1 and {names['lr']} > 0"
+        )
+    if noise < 0:
+        raise UsageError(f"{names['noise']} must be >= 0")
+
+
 @dataclass(frozen=True)
 class AEConfig:
     """Architecture of an autoencoder, as stored in checkpoints."""

@@ -146,12 +146,28 @@ def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model,
         (["-m", "kmeans", "-k", "2", "--threads", "many"], ["--threads 'many'", "or auto"]),
         (["-m", "kmeans", "-k", "2", "--labels", "/no/such/dir/l.csv"], ["does not exist"]),
         (["-m", "kmeans", "-k", "2", "--config", "/no/such.toml"], ["no such file"]),
+        (["-m", "kmeans", "-k", "2", "--config", "/"], ["--config /: is a folder"]),
         (["-m", "dec", "-k", "2", "--lr", "nan"], ["--lr", "not a finite number"]),
         (["-m", "dec", "-k", "2", "--set", "alpha=inf"], ["alpha", "not a finite number"]),
         (["-m", "kmeans", "-k", "2", "--lr", "0.1"], ["--lr", "not a setting of this method"]),
         (["-m", "kmeans", "-k", "2", "--restarts", "0"], ["--restarts"]),
         (["-m", "kmeans", "-k", "2", "--select", "bogus"], ["--select bogus"]),
         (["-m", "kmeans", "-k", "2", "--max-time", "-1"], ["--max-time"]),
+        # the autoencoder settings every deep method shares (they reached torch: internal
+        # errors, or a zero-width network trained without a word)
+        (["-m", "dec", "-k", "2", "--set", "arch=8,-4"], ["arch", "positive"]),
+        (["-m", "aekm", "-k", "2", "--set", "arch=0"], ["arch", "positive"]),
+        (["-m", "vade", "-k", "2", "--set", "latent=0"], ["latent", "positive"]),
+        (["-m", "idec", "-k", "2", "--set", "pretrain_epochs=-1"], ["pretrain_epochs"]),
+        (["-m", "dcn", "-k", "2", "--set", "pretrain_lr=-1"], ["pretrain_lr"]),
+        (["-m", "dec", "-k", "2", "--set", "noise=-1"], ["noise"]),
+        # numpy and scikit-learn take seeds 0 .. 2**32-1 (were internal errors)
+        (["-m", "kmeans", "-k", "2", "--seed", "-1"], ["--seed -1", "4294967295"]),
+        (["-m", "kmeans", "-k", "2", "--seed", "4294967296"], ["--seed 4294967296"]),
+        (
+            ["-m", "kmeans", "-k", "2", "--seed", "4294967295", "--restarts", "2"],
+            ["4294967294", "--restarts 2"],
+        ),
     ],
 )
 def test_train_refuses_bad_options(cli, tmp_path, args, words):
@@ -193,10 +209,29 @@ def test_train_refuses_a_config_value_of_the_wrong_type(cli, tmp_path, line, wor
     assert_clean_failure(r, ["--config", *words], out)
 
 
-def test_unknown_option_is_a_usage_error(cli, tmp_path):
-    r = cli("train", "x.csv", "--no-such-option")
-    assert r.exit_code == 2
-    assert "No such option" in r.stderr or "no such option" in r.stderr.lower()
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "x.csv", "--no-such-option"], ["No such option: --no-such-option"]),
+        (["train", "x.csv", "-m", "kmeans", "-k", "abc", "-o", "m.pt"], ["'-k'", "integer"]),
+        (["train", "x.csv"], ["Missing option '--method'", "deepcluster train -h"]),
+        (["assign"], ["Missing argument 'model'"]),
+        (["methods", "extra"], ["unexpected extra argument"]),
+        (["tran"], ["No such command 'tran'", "'train'"]),
+        (["--bogus"], ["No such option: --bogus"]),
+    ],
+)
+def test_a_usage_error_is_one_line(cli, args, words):
+    """Typer's own parse errors (unknown option, bad number, missing argument) came as a
+    box of several lines (Usage:, Try '...', a frame): the contract is one line, exit 2."""
+    r = cli(*args)
+    assert_clean_failure(r, words)
+    assert "Usage:" not in r.stderr and r.stdout == ""
+
+
+def test_no_arguments_still_shows_the_help(cli):
+    r = cli()
+    assert "Usage: deepcluster" in r.stdout + r.stderr and "pretrain" in r.stdout + r.stderr
 
 
 def test_output_folder_missing_fails_before_training(cli, tmp_path):
@@ -284,6 +319,38 @@ def test_an_output_that_names_an_input_is_refused_and_the_input_kept(cli, tmp_pa
     r = cli(*[a.format(**paths) for a in args])
     assert_clean_failure(r, [words], new)
     assert {name: path.read_bytes() for name, path in files.items()} == before
+
+
+def test_two_inputs_cannot_both_read_stdin(cli, tmp_path):
+    """stdin can be read once: the second reader used to find it empty and report
+    '<stdin>: no data (empty input)' although the user had piped data in."""
+    files = _inputs(cli, tmp_path)
+    text = files["labels"].read_text()
+    r = cli("evaluate", "-", "--truth", "-", "--label-column", "label", input=text)
+    assert_clean_failure(r, ["labels file and the truth file both read stdin", "save one"])
+    data = files["data"].read_text()
+    r = cli("evaluate", files["labels"], "--truth", "-", "--label-column", "label",
+            "--data", "-", input=data)  # fmt: skip
+    assert_clean_failure(r, ["truth file and the data file both read stdin"])
+    r = cli("evaluate", files["labels"], "--truth", "-", "--label-column", "label", input=data)
+    assert r.exit_code == 0, r.stderr
+
+
+def test_evaluate_replaces_no_output_when_the_report_fails(cli, tmp_path):
+    """-o was written before --report read its --embedding: a bad embedding file failed the
+    run (exit 2) with the old report already replaced."""
+    files = _inputs(cli, tmp_path)
+    out, report = tmp_path / "scores.txt", tmp_path / "report.md"
+    out.write_text("previous scores\n")
+    short = tmp_path / "short.csv"
+    pd.DataFrame(np.ones((5, 2)), columns=["z0", "z1"]).to_csv(short, index=False)
+    args = ["evaluate", files["labels"], "--truth", files["data"], "--label-column", "label"]
+    r = cli(*args, "-o", out, "--report", report, "--embedding", short)
+    assert_clean_failure(r, ["short.csv has 5"], report)
+    assert out.read_text() == "previous scores\n"
+    r = cli(*args, "--report", report, "--embedding", short)  # stdout: nothing printed
+    assert_clean_failure(r, ["short.csv has 5"], report)
+    assert r.stdout == ""
 
 
 def test_an_output_reached_through_a_link_to_the_data_is_refused(cli, tmp_path):
