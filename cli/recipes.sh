@@ -22,7 +22,9 @@ else
 fi
 
 echo "## cluster sizes: sort | uniq -c"
-# straight from assign:  deepcluster assign model.pt data.csv | tail -n +2 | cut -d, -f2 | sort -n | uniq -c
+# straight from assign:
+#   deepcluster assign model.pt data.csv --id-column image_id --label-column label |
+#       tail -n +2 | cut -d, -f2 | sort -n | uniq -c
 tail -n +2 "$labels" | cut -d, -f2 | sort -n | uniq -c
 
 echo "## labels joined to the input rows on id: join"

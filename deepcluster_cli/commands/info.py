@@ -45,8 +45,8 @@ def info(
         "final": {k: v for k, v in last.items() if k not in ("seconds",)},
         "versions": ck.versions,
     }
-    if out_format == "json":
-        typer.echo(json.dumps(meta, indent=2, default=str))
+    if out_format == "json":  # the table keeps to the summary; JSON adds every epoch's row
+        typer.echo(json.dumps({**meta, "history": ck.history}, indent=2, default=str))
         return
     for key, value in meta.items():
         if key == "feature_names" and value is not None and len(value) > 8:

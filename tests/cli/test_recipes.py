@@ -167,6 +167,23 @@ def test_train_log_format_json_is_one_object_per_line_on_stderr(cli, digits_csv,
     assert any(rec["event"] == "info" and "wrote" in rec["message"] for rec in records)
 
 
+def test_info_json_holds_the_epoch_rows_of_the_json_log(cli, digits_csv, tmp_path):
+    # docs/recipes.md: the log's epoch rows are stored in the checkpoint, shown by info's JSON
+    model = tmp_path / "m.pt"
+    r = cli(
+        "train", digits_csv, *COLS, "-m", "aekm", "-k", 4, *TINY_AEKM,
+        "--log-format", "json", "-o", model,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    records = [json.loads(line) for line in r.stderr.splitlines()]
+    logged = [(rec["stage"], rec["epoch"], rec["loss"]) for rec in records if "stage" in rec]
+    info = cli("info", model, "--format", "json")
+    assert info.exit_code == 0, info.stderr
+    history = json.loads(info.stdout)["history"]
+    assert [(row["stage"], row["epoch"], row["loss"]) for row in history] == logged
+    assert "history" not in cli("info", model).stdout  # the table keeps to the summary
+
+
 def test_toml_config_applies_command_line_wins_and_checkpoint_records_it(cli, blobs_csv, tmp_path):
     from deepcluster_cli.engine.checkpoint import load_checkpoint
 
