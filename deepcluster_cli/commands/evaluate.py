@@ -26,7 +26,8 @@ def evaluate(
         Optional[str],
         typer.Option(
             "--label-column",
-            help="Ground-truth column of --truth (not needed for a 1-D .npy or IDX labels file).",
+            help="Ground-truth column of --truth (not needed for a 1-D .npy or IDX labels file); "
+            "not a feature of --data when that is the --truth file or there is no --truth.",
         ),
     ] = None,
     cluster_column: Annotated[
@@ -124,12 +125,12 @@ def evaluate(
         scores.update(external_scores(y, pred))
     table = None
     if data is not None:
-        # when --data is also the --truth file, its label column is not a feature
+        # the label column is never a feature of --data, unless it names another --truth file's
         table = read_table(
             data,
             columns=split_list(columns),
             id_column=id_column,
-            label_column=label_column if data == truth else None,
+            label_column=label_column if truth is None or data == truth else None,
         )
         if len(table.features) != len(pred):
             raise DataError(f"{labels} has {len(pred)} rows but {data} has {len(table.features)}")

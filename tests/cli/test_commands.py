@@ -129,6 +129,21 @@ def test_evaluate_with_data_adds_internal_scores(cli, trained, digits_csv, tmp_p
     assert "silhouette," in r.stdout and "calinski_harabasz," in r.stdout
 
 
+def test_evaluate_data_without_truth_leaves_the_label_column_out(cli, digits_csv, tmp_path):
+    # docs/formats.md: --label-column is never a feature, evaluate --data included (the
+    # Makefile example's TRUTH= passes --data with --label-column)
+    labels = tmp_path / "l.csv"
+    labels.write_text("id,cluster\n" + "".join(f"{i},{i % 3}\n" for i in range(1797)))
+    pixels = ",".join(f"px{i}" for i in range(64))
+    scores = []
+    for opts in (["--label-column", "label"], ["--columns", pixels]):
+        r = cli("evaluate", labels, "--data", digits_csv, "--id-column", "image_id", *opts,
+                "--format", "json")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        scores.append(json.loads(r.stdout)["scores"])
+    assert scores[0] == scores[1]
+
+
 def test_generate_centroids_and_interpolation(cli, trained, tmp_path):
     out = tmp_path / "c.csv"
     r = cli("generate", trained, "--mode", "centroids", "-o", out)
