@@ -35,6 +35,7 @@ def info(
         "n_features": ck.schema.get("n_features"),
         "feature_names": names,
         "scale": ck.scaler.get("kind"),
+        "network": network(ck.extra.get("spec")),
         "config": ck.config,
         "preset": ck.extra.get("preset"),
         "pretrained": ck.extra.get("pretrained"),
@@ -54,3 +55,20 @@ def info(
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         typer.echo(f"{key:<18} {value}")
+
+
+def network(spec) -> str | None:
+    """The autoencoder the model holds, e.g. ``64-500-500-10 (relu, bce)``: with --pretrained
+    it is that file's network, not the arch/latent of the configuration (which then only say
+    what would have been pretrained)."""
+    if not isinstance(spec, dict):
+        return None
+    if isinstance(spec.get("autoencoder"), dict):
+        ae = spec["autoencoder"]
+        dims = [ae["n_features"], *ae["arch"], ae["latent"]]
+        kind = "variational, " if ae.get("variational") else ""
+        return f"{'-'.join(map(str, dims))} ({kind}{ae['activation']}, {ae['loss']})"
+    if "pair_arch" in spec:  # kdvae / kdae: one encoder-decoder pair per cluster
+        dims = [spec["n_features"], *spec["pair_arch"], spec["pair_latent"]]
+        return f"{spec['n_clusters']} pairs of {'-'.join(map(str, dims))}"
+    return None

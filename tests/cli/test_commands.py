@@ -171,6 +171,9 @@ def test_info_json_describes_the_model(cli, trained):
     meta = json.loads(r.stdout)
     assert meta["method"] == "aekm" and meta["n_clusters"] == 10 and meta["n_features"] == 64
     assert meta["scale"] == "minmax" and meta["feature_names"][0] == "px0"
+    # the network trained from --pretrained (SMALL_AE), not the config's default arch
+    assert meta["network"] == "64-64-8 (relu, bce)"
+    assert meta["config"]["arch"] == [500, 500, 2000]
 
 
 def test_methods_lists_registered(cli):
