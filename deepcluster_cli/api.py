@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from deepcluster_cli.errors import DeepclusterError
 
 _SEED_BOUND = 2**31 - 1
+_INPUT_ATTRS = ("n_features_in_", "feature_names_in_")
 
 
 def _has_proba(est: DeepClusterer) -> bool:
@@ -135,15 +136,37 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def _settings(self) -> dict[str, Any]:
         if self.params is not None and not isinstance(self.params, dict):
             raise ValueError(f"params must be a dict of method settings, got {self.params!r}")
+        bad = [key for key in self.params or {} if not isinstance(key, str)]
+        if bad:
+            raise ValueError(f"params keys must be setting names (str), got {bad[0]!r}")
         return {**(self.params or {}), **self._method_params}
 
     def _seed(self) -> int:
+        from deepcluster_cli.config import MAX_SEED
+
         if isinstance(self.random_state, numbers.Integral):
-            return int(self.random_state)
+            seed = int(self.random_state)
+            # the CLI's --seed rule: every restart's seed (seed + r) must suit numpy and torch
+            top = MAX_SEED - (self.restarts - 1)
+            if not 0 <= seed <= top:
+                with_restarts = f" with restarts={self.restarts}" if self.restarts > 1 else ""
+                raise ValueError(f"random_state must be from 0 to {top}{with_restarts}, got {seed}")
+            return seed
         return int(check_random_state(self.random_state).randint(_SEED_BOUND))
 
     def fit(self, X, y=None) -> DeepClusterer:
         """Train the method on ``X`` (n_samples, n_features); ``y`` is ignored."""
+        # a failed fit leaves an earlier fit's n_features_in_ (and names) to its model
+        before = {a: v for a, v in vars(self).items() if a in _INPUT_ATTRS}
+        try:
+            return self._fit(X)
+        except BaseException:
+            for a in _INPUT_ATTRS:
+                vars(self).pop(a, None)
+            vars(self).update(before)
+            raise
+
+    def _fit(self, X) -> DeepClusterer:
         import torch
 
         from deepcluster_cli.config import build_config
@@ -153,13 +176,17 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         from deepcluster_cli.methods import get_method
         from deepcluster_cli.pipeline import fit, predict_tensor
 
-        X = validate_data(self, X, dtype=[np.float32, np.float64])
+        # float32, as the CLI reads its files: a float64 value beyond float32's range is refused
+        X = validate_data(self, X, dtype=np.float32)
         n = X.shape[0]
         k = self.n_clusters
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 2:
             raise ValueError(f"n_clusters must be an integer >= 2, got {k!r}")
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}")
+        r = self.restarts
+        if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1:
+            raise ValueError(f"restarts must be an integer >= 1, got {r!r}")
         try:
             m = get_method(self.method)
             layers: list[tuple[str, dict]] = []
@@ -214,7 +241,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def _tensor(self, X):
         import torch
 
-        X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         return torch.as_tensor(self.scaler_.transform(X), device=self.device_)
 
     def _predict(self, X):

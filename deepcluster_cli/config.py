@@ -18,6 +18,10 @@ import tomllib
 
 from deepcluster_cli.errors import UsageError
 
+#: numpy's and scikit-learn's seeds are 0 .. 2**32 - 1 (torch takes more, numpy no negatives);
+#: the CLI's --seed and the API's random_state, with restarts seed .. seed + N - 1
+MAX_SEED = 2**32 - 1
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

@@ -178,3 +178,51 @@ def test_importing_the_package_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"random_state": -1}, "random_state must be from 0 to 4294967295, got -1"),
+        ({"random_state": 2**32}, "random_state must be from 0 to 4294967295, got 4294967296"),
+        ({"random_state": 2**32 - 1, "restarts": 2}, "from 0 to 4294967294 with restarts=2"),
+        ({"restarts": 1.5}, "restarts must be an integer >= 1, got 1.5"),
+        ({"restarts": None}, "restarts must be an integer >= 1, got None"),
+        ({"device": None}, "unknown device None"),
+        ({"params": {1: 2}}, "params keys must be setting names"),
+    ],
+)
+def test_bad_parameters_are_value_errors_before_training(blobs4, monkeypatch, kwargs, match):
+    import deepcluster_cli.pipeline
+
+    def no_training(*args, **kw):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(deepcluster_cli.pipeline, "fit", no_training)
+    with pytest.raises(ValueError, match=match):
+        DeepClusterer("kmeans", 4, **kwargs).fit(blobs4[0])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_float64_values_beyond_float32_are_refused_not_trained_on(blobs4):
+    x, _ = blobs4
+    big = x.astype(np.float64)
+    big[0, 0] = 1e300  # finite in float64, inf in the float32 the engine computes in
+    with pytest.raises(ValueError, match="infinity or a value too large for dtype\\('float32'\\)"):
+        DeepClusterer("kmeans", 4).fit(big)
+    est = DeepClusterer("kmeans", 4).fit(x)
+    for use in (est.predict, est.transform, est.predict_proba):
+        with pytest.raises(ValueError, match="too large for dtype\\('float32'\\)"):
+            use(big)
+
+
+def test_failed_refit_keeps_the_earlier_fit_usable(blobs4):
+    x, _ = blobs4
+    est = DeepClusterer("kmeans", 4).fit(x)
+    est.set_params(n_init=0)
+    with pytest.raises(ValueError, match="n_init"):
+        est.fit(np.c_[x, x])
+    assert est.n_features_in_ == 6
+    np.testing.assert_array_equal(est.predict(x), est.labels_)
+    with pytest.raises(ValueError, match="X has 12 features, but DeepClusterer is expecting 6"):
+        est.predict(np.c_[x, x])

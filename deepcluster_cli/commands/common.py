@@ -335,12 +335,10 @@ def check_outputs(
                 raise UsageError(f"{path}: given to both {other} and {opt}; use two files")
 
 
-#: numpy's and scikit-learn's seeds are 0 .. 2**32 - 1 (torch takes more, numpy no negatives)
-MAX_SEED = 2**32 - 1
-
-
 def check_seed(seed: int, restarts: int = 1) -> None:
     """Refuse a --seed (or the last of --restarts N: seed .. seed+N-1) the libraries reject."""
+    from deepcluster_cli.config import MAX_SEED
+
     if not 0 <= seed <= MAX_SEED - (restarts - 1):
         with_restarts = f" with --restarts {restarts}" if restarts > 1 else ""
         raise UsageError(

@@ -22,7 +22,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then MPS, then CPU; asking for an absent device is a usage error."""
-    if name not in DEVICES and not name.startswith("cuda:"):
+    if not isinstance(name, str) or (name not in DEVICES and not name.startswith("cuda:")):
         raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     if name == "auto":
         if torch.cuda.is_available():
