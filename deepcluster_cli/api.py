@@ -142,12 +142,12 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         return {**(self.params or {}), **self._method_params}
 
     def _seed(self) -> int:
-        from deepcluster_cli.config import MAX_SEED
+        from deepcluster_cli.config import max_seed
 
         if isinstance(self.random_state, numbers.Integral):
             seed = int(self.random_state)
             # the CLI's --seed rule: every restart's seed (seed + r) must suit numpy and torch
-            top = MAX_SEED - (self.restarts - 1)
+            top = max_seed(self.restarts)
             if not 0 <= seed <= top:
                 with_restarts = f" with restarts={self.restarts}" if self.restarts > 1 else ""
                 raise ValueError(f"random_state must be from 0 to {top}{with_restarts}, got {seed}")

@@ -22,6 +22,12 @@ from deepcluster_cli.errors import UsageError
 #: the CLI's --seed and the API's random_state, with restarts seed .. seed + N - 1
 MAX_SEED = 2**32 - 1
 
+
+def max_seed(restarts: int = 1) -> int:
+    """The largest first seed N restarts may take (they use seed .. seed + N - 1)."""
+    return MAX_SEED - (restarts - 1)
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

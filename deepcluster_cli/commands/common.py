@@ -337,13 +337,12 @@ def check_outputs(
 
 def check_seed(seed: int, restarts: int = 1) -> None:
     """Refuse a --seed (or the last of --restarts N: seed .. seed+N-1) the libraries reject."""
-    from deepcluster_cli.config import MAX_SEED
+    from deepcluster_cli.config import max_seed
 
-    if not 0 <= seed <= MAX_SEED - (restarts - 1):
+    top = max_seed(restarts)
+    if not 0 <= seed <= top:
         with_restarts = f" with --restarts {restarts}" if restarts > 1 else ""
-        raise UsageError(
-            f"--seed {seed}: give a number from 0 to {MAX_SEED - (restarts - 1)}{with_restarts}"
-        )
+        raise UsageError(f"--seed {seed}: give a number from 0 to {top}{with_restarts}")
 
 
 def check_max_time(max_time: float | None) -> None:

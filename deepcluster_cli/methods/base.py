@@ -71,9 +71,7 @@ class AEFields:
             arch=self.arch,
             latent=self.latent,
             noise=self.noise,
-            epochs=self.pretrain_epochs,
-            batch_size=self.pretrain_batch_size,
-            lr=self.pretrain_lr,
+            **{key: getattr(self, name) for key, name in names.items()},
             names={"arch": "arch", "latent": "latent", "noise": "noise", **names},
         )
 
