@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import time
 import types
@@ -386,3 +387,32 @@ def test_prepare_fills_the_folder_the_call_carries(device_module, tmp_path, monk
     assert not [p.name for p in (folder / "site").rglob("*") if p.suffix in (".data", ".so")]
     with pytest.raises(SystemExit, match="other.parquet is missing"):
         device_module.prepare(folder, [device_module.Job("other:0:kmeans")])
+
+
+@pytest.mark.parametrize("earlier_daemon", [False, True])
+def test_mps_start_reuses_the_daemon_of_an_earlier_call(
+    device_module, tmp_path, monkeypatch, earlier_daemon
+):
+    """On a machine kept warm between two calls, `nvidia-cuda-mps-control -d` fails because
+    the first call's daemon still runs; that daemon is used when CUDA works under it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    control = bin_dir / "nvidia-cuda-mps-control"
+    control.write_text("#!/bin/sh\nexit 1\n")  # "-d": a daemon is already running
+    control.chmod(0o755)
+    probe = bin_dir / "python"
+    probe.write_text("#!/bin/sh\necho ok\n")  # CUDA works under the daemon
+    probe.chmod(0o755)
+    pipe = tmp_path / "pipe"
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe))
+    monkeypatch.setenv("CUDA_MPS_LOG_DIRECTORY", str(tmp_path / "log"))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(device_module.sys, "executable", str(probe))
+    if earlier_daemon:
+        pipe.mkdir()
+        (pipe / "control").write_text("")
+    said = device_module.start_mps()
+    if earlier_daemon:
+        assert said == "ok (the daemon of an earlier call)"
+    else:
+        assert said == "MPS did not start: 1"

@@ -159,10 +159,12 @@ def start_mps() -> str:
         ("CUDA_MPS_PIPE_DIRECTORY", "/tmp/mps-pipe"),
         ("CUDA_MPS_LOG_DIRECTORY", "/tmp/mps-log"),
     ):
-        os.environ[var] = path
-        Path(path).mkdir(parents=True, exist_ok=True)
+        Path(os.environ.setdefault(var, path)).mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([exe, "-d"], capture_output=True, text=True)
-    if proc.returncode != 0:
+    # on a machine kept warm between two calls the first call's daemon still runs: `-d`
+    # then fails, and the probe below says whether that daemon serves
+    running = (Path(os.environ["CUDA_MPS_PIPE_DIRECTORY"]) / "control").exists()
+    if proc.returncode != 0 and not running:
         return f"MPS did not start: {proc.stderr.strip() or proc.returncode}"
     try:
         probe = subprocess.run(
@@ -177,7 +179,7 @@ def start_mps() -> str:
     if said[0] != "ok":
         subprocess.run([exe], input="quit\n", text=True)
         return "MPS started but CUDA failed under it: " + said[1]
-    return "ok"
+    return "ok" if proc.returncode == 0 else "ok (the daemon of an earlier call)"
 
 
 def deepcluster_bin() -> None:
@@ -301,7 +303,7 @@ def main() -> None:
     if args.mps:
         how = start_mps()
         summary.append(f"mps: {how}")
-        if how != "ok":
+        if not how.startswith("ok"):
             parallel = args.parallel_without_mps
     summary.append(f"parallel: {parallel}")
     print("\n".join(summary), flush=True)
