@@ -416,3 +416,12 @@ def test_mps_start_reuses_the_daemon_of_an_earlier_call(
         assert said == "ok (the daemon of an earlier call)"
     else:
         assert said == "MPS did not start: 1"
+
+
+def test_a_store_of_later_seeds_lists_the_commands_of_its_first_seed(run_module, tmp_path):
+    work = tmp_path / "work"
+    runner, _ = run_all(run_module, work, seeds=(3, 4), methods=("dec",))
+    text = run_module.render(runner.done, work)
+    assert "Commands (seed 3;" in text
+    pretrain = next(line for line in text.splitlines() if "# the shared autoencoder" in line)
+    assert "ae_s3.pt --seed 3" in pretrain

@@ -431,13 +431,15 @@ def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
                 "`vade_labels_`). ClustPy's `labels_` is a k-means (VaDE: a GMM) refitted on the",
                 "final embedding; its ACC per seed, not used above: " + "; ".join(refits) + ".",
             ]
-        lines += ["", "Commands (seed 0; other seeds change `--seed` and the file names):", ""]
-        lines += ["```bash"]
+        low = min((r["seed"] for r in rows), default=0)  # a store may hold later seeds only
+        lines += ["", f"Commands (seed {low}; other seeds change `--seed` and the file names):"]
+        lines += ["", "```bash"]
         some = min(rows, key=lambda r: r["seed"])["command"] if rows else ""
         first_cmd = shlex.split(some or next((c for _, c in old.values() if c), ""))
         threads = first_cmd[first_cmd.index("--threads") + 1] if "--threads" in first_cmd else "1"
         ae = [str(BIN / "deepcluster"), "pretrain", str(DATA / f"{name}.parquet")]
-        ae += ["--label-column", "label", "-o", str(work / name / "ae_s0.pt"), "--seed", "0"]
+        ae += ["--label-column", "label", "-o", str(work / name / f"ae_s{low}.pt")]
+        ae += ["--seed", str(low)]
         ae += ["--epochs", str(PRETRAIN_EPOCHS[name]), "--threads", threads, "-q"]
         lines.append(sh(ae) + "   # the shared autoencoder")
         for method in order:
