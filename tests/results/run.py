@@ -431,10 +431,11 @@ def render(runs: dict[tuple, dict], work: Path, previous: str = "") -> str:
                 "`vade_labels_`). ClustPy's `labels_` is a k-means (VaDE: a GMM) refitted on the",
                 "final embedding; its ACC per seed, not used above: " + "; ".join(refits) + ".",
             ]
-        low = min((r["seed"] for r in rows), default=0)  # a store may hold later seeds only
+        earliest = min(rows, key=lambda r: r["seed"]) if rows else None
+        low = earliest["seed"] if earliest else 0  # a store may hold later seeds only
+        some = earliest["command"] if earliest else ""
         lines += ["", f"Commands (seed {low}; other seeds change `--seed` and the file names):"]
         lines += ["", "```bash"]
-        some = min(rows, key=lambda r: r["seed"])["command"] if rows else ""
         first_cmd = shlex.split(some or next((c for _, c in old.values() if c), ""))
         threads = first_cmd[first_cmd.index("--threads") + 1] if "--threads" in first_cmd else "1"
         ae = [str(BIN / "deepcluster"), "pretrain", str(DATA / f"{name}.parquet")]
