@@ -171,9 +171,12 @@ def save_model(
 
 def load_model(path: str, *, device: torch.device | str = "cpu") -> LoadedModel:
     ckpt = load_checkpoint(path, kinds=("model",))
-    m = get_method(ckpt.method) if ckpt.method != "autoencoder" else None
-    if m is None:
+    if ckpt.method == "autoencoder":
         raise ModelError(f"{path}: is an autoencoder; train a method on it first")
+    try:
+        m = get_method(ckpt.method)
+    except UsageError as exc:  # a model of a method this version does not have
+        raise ModelError(f"{path}: {exc}") from None
     try:
         cfg = config_from_dict(m.Config, ckpt.config)
         model = m.build(ckpt.extra["spec"])

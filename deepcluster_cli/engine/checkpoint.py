@@ -119,7 +119,7 @@ def load_checkpoint(path: str | Path, *, kinds: tuple[str, ...] = KINDS) -> Chec
         have = _KINDS.get(kind, f"a checkpoint of kind '{kind}'")
         raise ModelError(f"{path}: is {have}; this needs {want}")
     try:
-        return Checkpoint(
+        ckpt = Checkpoint(
             kind=kind,
             method=str(payload["method"]),
             config=dict(payload["config"]),
@@ -133,3 +133,38 @@ def load_checkpoint(path: str | Path, *, kinds: tuple[str, ...] = KINDS) -> Chec
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: checkpoint is missing a field ({exc})") from None
+    problem = _damaged_field(ckpt)
+    if problem is not None:
+        raise ModelError(f"{path}: damaged checkpoint: {problem}")
+    return ckpt
+
+
+def _count(value) -> bool:
+    """A whole number of at least 1 (not a bool, which is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _damaged_field(ckpt: Checkpoint) -> str | None:
+    """What is wrong with a checkpoint's fields, by the types the commands rely on (a file
+    edited by hand or by another tool may still load), or None."""
+    n = ckpt.schema.get("n_features")
+    if not _count(n):
+        return f"schema n_features is {n!r}, not a number of columns"
+    names = ckpt.schema.get("feature_names")
+    if names is not None and (
+        not isinstance(names, list) or len(names) != n or not all(isinstance(c, str) for c in names)
+    ):
+        return f"schema feature_names is not a list of {n} column names"
+    if not all(isinstance(row, dict) for row in ckpt.history):
+        return "the training history is not a list of epoch records"
+    if not all(isinstance(t, torch.Tensor) for t in ckpt.state.values()):
+        return "the state holds values other than tensors"
+    if ckpt.kind == "model" and not _count(ckpt.extra.get("n_clusters")):
+        return f"n_clusters is {ckpt.extra.get('n_clusters')!r}, not a number of clusters"
+    from deepcluster_cli.io.scaling import Scaler
+
+    try:
+        Scaler.from_state(ckpt.scaler)
+    except ModelError as exc:
+        return str(exc).removeprefix("the checkpoint's ")
+    return None

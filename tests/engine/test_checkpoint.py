@@ -119,3 +119,35 @@ def test_zip_without_payload_is_corrupt(tmp_path):
     path.write_bytes(buf.getvalue())
     with pytest.raises(ModelError):
         load_checkpoint(path)
+
+
+DAMAGED = {  # a field edited by hand or by another tool: the file still loads
+    "n_features not a number": (lambda p: p["schema"].update(n_features="abc"), "n_features"),
+    "no n_features": (lambda p: p["schema"].clear(), "n_features"),
+    "names of another width": (lambda p: p["schema"].update(feature_names=["a"]), "feature_names"),
+    "history of numbers": (lambda p: p.update(history=[1, 2]), "history"),
+    "n_clusters not a number": (lambda p: p["extra"].update(n_clusters="x"), "n_clusters"),
+    "n_clusters a bool": (lambda p: p["extra"].update(n_clusters=True), "n_clusters"),
+    "scaler of no kind": (lambda p: p.update(scaler={"kind": "log"}), "scaler"),
+    "state not tensors": (lambda p: p["state"].update(centroids=[1.0, 2.0]), "tensors"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_field_is_a_model_error_naming_it(tmp_path, case):
+    """Each of these used to load and then fail in the command as an internal error (exit
+    1: ValueError, KeyError, TypeError, AttributeError) instead of a ModelError (exit 2)."""
+    edit, words = DAMAGED[case]
+    payload = sample().to_payload()
+    edit(payload)
+    path = tmp_path / "m.pt"
+    torch.save(payload, path)
+    with pytest.raises(ModelError, match=f"m.pt: damaged checkpoint: .*{words}"):
+        load_checkpoint(path)
+
+
+def test_an_autoencoder_needs_no_n_clusters(tmp_path):
+    ck = sample("autoencoder")
+    ck.extra = {}
+    save_checkpoint(tmp_path / "ae.pt", ck)
+    assert load_checkpoint(tmp_path / "ae.pt").kind == "autoencoder"
