@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import signal
 import sys
 from typing import Annotated
 
@@ -12,13 +13,14 @@ from typer.core import TyperGroup
 
 from deepcluster_cli import __version__
 from deepcluster_cli.commands.assign import assign
-from deepcluster_cli.commands.common import STATE, fail
+from deepcluster_cli.commands.common import STATE, _silence_stdout, fail
 from deepcluster_cli.commands.evaluate import evaluate
 from deepcluster_cli.commands.generate import generate
 from deepcluster_cli.commands.info import info
 from deepcluster_cli.commands.methods import methods
 from deepcluster_cli.commands.pretrain import pretrain
 from deepcluster_cli.commands.train import train
+from deepcluster_cli.errors import Terminated
 
 
 def _click_errors() -> tuple[type[Exception], ...]:
@@ -50,6 +52,9 @@ class _Group(TyperGroup):
 def _one_line():
     try:
         yield
+    except BrokenPipeError:  # `deepcluster --help | head -1`: the reader went away, as
+        _silence_stdout()  # every command treats it (click's own handling exits 1)
+        raise typer.Exit(0) from None
     except _CLICK_ERRORS as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `deepcluster` alone: the help
             raise
@@ -92,11 +97,25 @@ for command in (pretrain, train, assign, evaluate, generate, methods, info):
     app.command()(command)
 
 
+def _raise_on_sigterm() -> None:
+    """SIGTERM (``kill``, a batch system's time limit) raises :class:`Terminated` wherever
+    the command is, as Ctrl-C raises KeyboardInterrupt, so the temporary file of an output
+    being written is removed on the way out. Training loops put their own handler in place
+    for their duration (a resumable state is saved, exit 143)."""
+
+    def handler(signum, frame):
+        raise Terminated
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded): leave it
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     """Console entry point: Typer does the parsing; commands map our errors to exit codes."""
     from deepcluster_cli.engine.cpuload import wait_passively_if_busy
 
     wait_passively_if_busy(sys.argv[1:])  # before torch loads: libgomp reads it once
+    _raise_on_sigterm()
     ok = False
     try:
         app(prog_name="deepcluster")
@@ -104,9 +123,14 @@ def main() -> None:
     except SystemExit as exc:
         ok = exc.code in (0, None)
         raise
-    except KeyboardInterrupt:
-        print("deepcluster: error: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        sigterm = isinstance(exc, Terminated)
+        why = "terminated (SIGTERM)" if sigterm else "interrupted"
+        print(f"deepcluster: error: {why}", file=sys.stderr)
+        sys.exit(143 if sigterm else 130)
+    except BrokenPipeError:  # `deepcluster --help | head -1`: the reader went away
+        _silence_stdout()
+        sys.exit(0)
     finally:
         # imported only by the commands that train (no torch import for the others); a no-op
         # without a process group

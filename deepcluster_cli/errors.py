@@ -40,3 +40,9 @@ class Interrupted(DeepclusterError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a training loop (``cli.main`` installs the handler that raises it).
+    Raised where the process is, like Ctrl-C's KeyboardInterrupt, so a half-written output's
+    temporary file is removed on the way out; the CLI exits 143."""

@@ -103,6 +103,7 @@ def assign(
     check_outputs(  # no -o: the labels go to stdout
         {"the labels (-o)": output or "-", "--embedding": embedding},
         {"model": model, "data file": data},
+        tables=("the labels (-o)", "--embedding"),
     )
     dev = setup_torch(
         0,

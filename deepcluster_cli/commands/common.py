@@ -69,8 +69,8 @@ def handle_errors(fn: Callable) -> Callable:
             if STATE["debug"]:
                 traceback.print_exc()
             raise fail(_rank_prefix() + str(exc), exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+        except KeyboardInterrupt as exc:
+            raise _interrupted(exc) from None
         except BrokenPipeError:
             # the reader of our stdout went away (`| head`): stop quietly
             _silence_stdout()
@@ -91,6 +91,15 @@ def handle_errors(fn: Callable) -> Callable:
             ) from None
 
     return wrapper
+
+
+def _interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    """Ctrl-C (exit 130) or SIGTERM (143) outside training, where no state is saved."""
+    from deepcluster_cli.errors import Terminated
+
+    if isinstance(exc, Terminated):
+        return fail("terminated (SIGTERM)", 143)
+    return fail("interrupted", 130)
 
 
 def _rank_prefix() -> str:
@@ -272,7 +281,11 @@ def is_main_process() -> bool:
 
 
 def check_output(path: str | None) -> None:
-    """Fail before any work when an output can never be written (missing folder)."""
+    """Fail before any work when an output can never be written: a missing folder, a folder
+    this process cannot create files in (permissions, a read-only file system; found by
+    creating and removing a temporary file there, as the atomic write will)."""
+    import os
+    import tempfile
     from pathlib import Path
 
     if path is None or path == "-":
@@ -282,6 +295,12 @@ def check_output(path: str | None) -> None:
         raise UsageError(f"{path}: is a directory; give a file name")
     if not p.parent.exists():
         raise UsageError(f"{path}: output folder {p.parent} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".probe")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write to {p.parent} ({exc.strerror})") from None
+    os.close(fd)
+    os.remove(probe)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -298,13 +317,18 @@ def check_outputs(
     inputs: dict[str, str | None],
     *,
     files_only: tuple[str, ...] = (),
+    tables: tuple[str, ...] = (),
 ) -> None:
     """:func:`check_output` for each output, and refuse an output that is one of the
     command's inputs or another of its outputs: the run would replace a file the user
     has (the data, the model) or write two results to one file. Keys name the options
     (``{"-o": "model.pt"}``), values are paths; ``None`` is skipped, ``-`` is stdout: one
-    output at most may take it, and none of the ``files_only`` options (checkpoints). An
-    input ``-`` is stdin, which can be read once: one input at most may take it."""
+    output at most may take it, and none of the ``files_only`` options (checkpoints). The
+    ``tables`` options are written as tables, in the format their extension names: an
+    extension no writer knows fails here, not after the work. An input ``-`` is stdin,
+    which can be read once: one input at most may take it."""
+    from deepcluster_cli.io.formats import detect_output_format
+
     from_stdin = [what for what, path in inputs.items() if path == "-"]
     if len(from_stdin) > 1:
         raise UsageError(
@@ -333,6 +357,12 @@ def check_outputs(
         for other, other_path in given[:i]:
             if _same_file(path, other_path):
                 raise UsageError(f"{path}: given to both {other} and {opt}; use two files")
+    for opt, path in given:
+        if opt in tables:
+            try:
+                detect_output_format(path)
+            except UsageError as exc:
+                raise UsageError(f"{opt}: {exc}") from None
 
 
 def check_seed(seed: int, restarts: int = 1) -> None:

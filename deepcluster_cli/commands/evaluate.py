@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Optional
 
 import typer
@@ -87,6 +88,7 @@ def evaluate(
 
     from deepcluster_cli.errors import DataError, UsageError
     from deepcluster_cli.io import atomic_path, read_labels, read_table
+    from deepcluster_cli.io.formats import detect_format
     from deepcluster_cli.metrics import cluster_sizes, external_scores, internal_scores
     from deepcluster_cli.plots import MISSING, have_matplotlib
     from deepcluster_cli.report import FORMATS, document_format, render
@@ -113,6 +115,9 @@ def evaluate(
             "model": model,
         },
     )
+    for path in (labels, truth, data, embedding):  # --format is the report's here, so no
+        if path is not None:  # input's format can be overridden: the message says so
+            detect_format(path, override=None)
     pred = read_labels(labels, column=cluster_column, option="--cluster-column")
     scores: dict = {}
     y = None
@@ -153,14 +158,15 @@ def evaluate(
     if report_file is not None:  # before -o is written: a bad --embedding leaves -o as it was
         sources = dict(labels=labels, truth=truth, data=data, embedding=embedding, model=model)
         document = _document(report, pred, y, table, ckpt, doc_format, sources)
-    if output is None:
+    with contextlib.ExitStack() as both:  # both files or neither: each is a temporary file
+        if document is not None:  # until the block ends, and only then renamed into place
+            doc_tmp = both.enter_context(atomic_path(report_file))
+            Path(doc_tmp).write_text(document, encoding="utf-8")
+        if output is not None:
+            with atomic_path(output) as tmp:
+                Path(tmp).write_text(text, encoding="utf-8")
+    if output is None:  # stdout last, once the report is in place
         typer.echo(text, nl=False)
-    else:
-        with atomic_path(output) as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
-    if document is not None:
-        with atomic_path(report_file) as tmp:
-            Path(tmp).write_text(document, encoding="utf-8")
 
 
 def _document(report, pred, y, table, ckpt, doc_format, sources: dict) -> str:

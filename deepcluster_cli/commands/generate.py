@@ -28,7 +28,10 @@ def generate(
             help="sample, centroids or interpolate \\[default: sample for generative models, else centroids].",
         ),
     ] = None,
-    n: Annotated[int, typer.Option("-n", help="Rows to generate (sample, interpolate).")] = 10,
+    n: Annotated[
+        Optional[int],
+        typer.Option("-n", help="Rows to generate (sample, interpolate) \\[default: 10]."),
+    ] = None,
     cluster: Annotated[
         Optional[int],
         typer.Option("--cluster", "-c", help="Generate from this cluster only (sample)."),
@@ -70,7 +73,7 @@ def generate(
     elif image_shape is not None:
         raise UsageError("--image-shape is used with --grid FILE.png")
     check_seed(seed or 0)
-    check_outputs({"-o": output, "--grid": grid}, {"model": model})
+    check_outputs({"-o": output, "--grid": grid}, {"model": model}, tables=("-o",))
     dev = setup_torch(
         seed or 0, device or "auto", None, one_process=("generate", "run it as a plain command")
     )
@@ -81,6 +84,16 @@ def generate(
     mode = mode or ("sample" if "sample" in modes else modes[0])
     if mode not in modes:
         raise UsageError(f"--mode {mode}: {loaded.method.name} offers {', '.join(modes)}")
+    unused = {  # options a mode has no use for are refused, not silently dropped
+        "centroids": ({"-n": n, "--cluster": cluster, "--between": between}, "the k centroids"),
+        "sample": ({"--between": between}, "random draws (--between is for interpolate)"),
+        "interpolate": ({"--cluster": cluster}, "the line between the --between clusters"),
+    }
+    options, what = unused.get(mode, ({}, ""))
+    given = [opt for opt, value in options.items() if value is not None]
+    if given:
+        raise UsageError(f"{given[0]} is not used with --mode {mode}, which writes {what}")
+    n = 10 if n is None else n
     if n < 1:
         raise UsageError("-n must be at least 1")
     k = loaded.n_clusters
@@ -97,16 +110,15 @@ def generate(
     x = loaded.scaler.inverse_transform(out.x.detach().cpu().numpy())
     names = loaded.checkpoint.schema.get("feature_names")
     clusters = out.clusters.cpu().numpy()
-    png = None
-    if grid is not None:
-        from deepcluster_cli.plots import image_grid
+    if grid is None:
+        write_table(output, x, columns=names, extra={"cluster": clusters})
+        return
+    from pathlib import Path
 
-        png = image_grid(x, shape, clusters=clusters)  # checks the shape before any write
-    write_table(output, x, columns=names, extra={"cluster": clusters})
-    if png is not None:
-        from pathlib import Path
+    from deepcluster_cli.io import atomic_path
+    from deepcluster_cli.plots import image_grid
 
-        from deepcluster_cli.io import atomic_path
-
-        with atomic_path(grid) as tmp:
-            Path(tmp).write_bytes(png)
+    png = image_grid(x, shape, clusters=clusters)  # checks the shape before any write
+    with atomic_path(grid) as tmp:  # both files or neither: the grid is renamed into place
+        Path(tmp).write_bytes(png)  # when the block ends, after the table was written
+        write_table(output, x, columns=names, extra={"cluster": clusters})

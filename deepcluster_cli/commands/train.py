@@ -153,6 +153,7 @@ def train(
         {"-o": output, "--labels": labels},
         {"data file": data, "autoencoder": pretrained, "config file": config},
         files_only=("-o",),
+        tables=("--labels",),
     )
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
@@ -222,15 +223,25 @@ def train(
     )
     if result is None or not is_main_process():  # torchrun: rank 0 writes
         return
-    save_model(
-        output,
-        result,
-        schema=schema_of(table),
-        scaler=scaler,
-        extra={"preset": preset, "pretrained": pretrained, "seed": seed},
-    )
-    remove_resume_state(output)
-    progress.info(f"wrote {output}")
-    if labels is not None:
+
+    def write_model() -> None:
+        save_model(
+            output,
+            result,
+            schema=schema_of(table),
+            scaler=scaler,
+            extra={"preset": preset, "pretrained": pretrained, "seed": seed},
+        )
+        remove_resume_state(output)
+        progress.info(f"wrote {output}")
+
+    if labels is None:
+        write_model()
+    elif labels == "-":  # the model first: a failed save prints no labels
+        write_model()
         with LabelWriter(labels, n_clusters=n_clusters, proba=False) as w:
             w.write(row_ids(table), result.labels)
+    else:  # both or neither: the labels are in place (a temporary file) before the model is
+        with LabelWriter(labels, n_clusters=n_clusters, proba=False) as w:
+            w.write(row_ids(table), result.labels)
+            write_model()  # renamed over -o; the labels file is renamed when the block ends

@@ -39,20 +39,29 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+#: The most ``--threads`` takes: OpenMP reserves a stack for every thread, and 100,000 of
+#: them fail to load a library (an ImportError deep in PyTorch) on a machine with 24 GiB.
+MAX_THREADS = 1024
+
+
 def parse_threads(value: str | int | None, where: str = "--threads") -> int | str | None:
-    """``--threads`` (or the file's ``threads``): a count of at least 1, ``auto``, or None
-    (PyTorch's default, one thread per core)."""
+    """``--threads`` (or the file's ``threads``): a count from 1 to :data:`MAX_THREADS`,
+    ``auto``, or None (PyTorch's default, one thread per core)."""
     if value is None:
         return None
+    count = None
     if isinstance(value, int) and not isinstance(value, bool):
-        if value >= 1:
-            return value
+        count = value
     elif isinstance(value, str):
         text = value.strip().lower()
         if text == "auto":
             return "auto"
-        if text.isdigit() and int(text) >= 1:
-            return int(text)
+        if text.isdigit():
+            count = int(text)
+    if count is not None and 1 <= count <= MAX_THREADS:
+        return count
+    if count is not None and count > MAX_THREADS:
+        raise UsageError(f"{where} {count}: give at most {MAX_THREADS} threads (or auto)")
     raise UsageError(f"{where} {value!r}: give a number of threads (1 or more) or auto")
 
 

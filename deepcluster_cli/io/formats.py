@@ -64,7 +64,7 @@ def is_stream(path: str) -> bool:
         return False  # the reader reports it
 
 
-def detect_format(path: str, fmt: str | None = None) -> str:
+def detect_format(path: str, fmt: str | None = None, *, override: str | None = "--format") -> str:
     """Return the input format of ``path``, one of :data:`FORMATS`.
 
     Parameters
@@ -73,6 +73,9 @@ def detect_format(path: str, fmt: str | None = None) -> str:
         File name, or ``"-"`` for standard input (CSV unless ``fmt`` says otherwise).
     fmt
         The ``--format`` option; overrides the extension when given.
+    override
+        The option that would override the extension, for the error message; None where
+        the command has none (``evaluate``'s ``--format`` is the report's).
 
     Raises
     ------
@@ -89,9 +92,15 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     if found is None and is_stream(path):
         return "csv"  # bash's <(...) has no extension: read it as stdin is read
     if found is None:
+        if override is None:
+            endings = ", ".join(f".{name}" for name in FORMATS if name != "idx")
+            raise DataError(
+                f"{path}: cannot tell the format from the file name; give it a name ending "
+                f"in {endings} (or an MNIST IDX name)"
+            )
         raise DataError(
             f"{path}: cannot tell the format from the file name; "
-            f"pass --format (one of {', '.join(FORMATS)})"
+            f"pass {override} (one of {', '.join(FORMATS)})"
         )
     if is_gzipped(path) and found not in GZIP_FORMATS:
         raise DataError(f"{path}: gzip-compressed {found} is not supported; decompress it first")

@@ -492,3 +492,197 @@ def test_out_of_memory_is_one_line_with_advice(error, capsys):
     assert "internal error" not in err and len(err.splitlines()) == 1
     if "40000000000" in str(error):
         assert "37.3 GiB" in err
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A folder in which no file can be created, as on a read-only mount (a chmod is no test:
+    the suite may run as root, which ignores it): mkstemp there fails with EROFS."""
+    import errno
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == folder.resolve():
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return folder
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_any_work(cli, tmp_path, read_only):
+    """The folder was found read-only only when the result was saved: after the training,
+    which was lost, and with -o already replaced when only --labels' folder was read-only."""
+    files = _inputs(cli, tmp_path)
+    model_before = files["model"].read_bytes()
+    train = ["train", files["data"], "--label-column", "label", "-m", "kmeans", "-k", 3]
+    r = cli(*train, "-o", read_only / "m.pt")
+    assert_clean_failure(r, ["m.pt: cannot write to", "Read-only file system"])
+    r = cli(*train, "-o", files["model"], "--labels", read_only / "l.csv")
+    assert_clean_failure(r, ["l.csv: cannot write to"])
+    assert files["model"].read_bytes() == model_before
+    r = cli("pretrain", files["data"], "--label-column", "label", "-o", read_only / "ae.pt")
+    assert_clean_failure(r, ["ae.pt: cannot write to"])
+    r = cli("assign", files["model"], files["data"], "--label-column", "label",
+            "--embedding", read_only / "e.csv")  # fmt: skip
+    assert_clean_failure(r, ["e.csv: cannot write to"])
+    assert r.stdout == ""  # no labels streamed from a run that then fails
+    scores = tmp_path / "scores.txt"
+    scores.write_text("previous scores\n")
+    r = cli("evaluate", files["labels"], "--truth", files["data"], "--label-column", "label",
+            "-o", scores, "--report", read_only / "r.md")  # fmt: skip
+    assert_clean_failure(r, ["r.md: cannot write to"])
+    assert scores.read_text() == "previous scores\n"
+    assert list(read_only.iterdir()) == []
+
+
+def test_an_output_name_no_writer_knows_fails_before_any_work(cli, tmp_path):
+    """`--labels out.xyz` failed after the training, with -o already replaced; `assign
+    --embedding e.xyz` streamed every label to stdout and then failed."""
+    files = _inputs(cli, tmp_path)
+    model_before = files["model"].read_bytes()
+    r = cli("train", files["data"], "--label-column", "label", "-m", "kmeans", "-k", 3,
+            "-o", files["model"], "--labels", tmp_path / "out.xyz")  # fmt: skip
+    assert_clean_failure(r, ["--labels", "out.xyz", ".csv, .tsv, .parquet or .npy"])
+    assert files["model"].read_bytes() == model_before
+    r = cli("assign", files["model"], files["data"], "--label-column", "label",
+            "--embedding", tmp_path / "e.csv.gz")  # fmt: skip
+    assert_clean_failure(r, ["--embedding", "e.csv.gz"])
+    assert r.stdout == ""
+    r = cli("generate", files["model"], "-o", tmp_path / "g.txt")
+    assert_clean_failure(r, ["-o", "g.txt"])
+
+
+@pytest.mark.parametrize("failing", ["model", "labels"])
+def test_train_replaces_neither_output_when_one_fails(cli, tmp_path, monkeypatch, failing):
+    """-o and --labels together: the labels wait in their temporary file until the model is
+    saved, so a failed save of either leaves both files as they were (the model used to be
+    saved first, and a failure writing the labels left the new model beside the old labels)."""
+    from deepcluster_cli import pipeline
+    from deepcluster_cli.errors import DataError
+    from deepcluster_cli.io import writers
+
+    files = _inputs(cli, tmp_path)
+    model_before, labels_before = files["model"].read_bytes(), files["labels"].read_bytes()
+
+    def fail(*args, **kwargs):
+        raise DataError("disk full")
+
+    if failing == "model":
+        monkeypatch.setattr(pipeline, "save_model", fail)
+    else:
+        monkeypatch.setattr(writers.LabelWriter, "write", fail)
+    r = cli("train", files["data"], "--label-column", "label", "-m", "kmeans", "-k", 3,
+            "-o", files["model"], "--labels", files["labels"], "--seed", 5, "-q")  # fmt: skip
+    assert_clean_failure(r, ["disk full"])
+    assert files["model"].read_bytes() == model_before
+    assert files["labels"].read_bytes() == labels_before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file
+
+
+def test_sigterm_outside_training_removes_the_half_written_output(cli, tmp_path, monkeypatch):
+    """SIGTERM killed `assign -o` where it was, leaving its temporary file (Python's default
+    handler): now it raises Terminated as Ctrl-C raises KeyboardInterrupt, exit 143."""
+    from deepcluster_cli.errors import Terminated
+    from deepcluster_cli.io import writers
+
+    files = _inputs(cli, tmp_path)
+    out = tmp_path / "out.csv"
+    out.write_text("previous labels\n")
+    real = writers.LabelWriter.write
+
+    def write_then_terminated(self, *args, **kwargs):
+        real(self, *args, **kwargs)  # the first chunk is in the temporary file
+        raise Terminated
+
+    monkeypatch.setattr(writers.LabelWriter, "write", write_then_terminated)
+    r = cli("assign", files["model"], files["data"], "--label-column", "label", "-o", out)
+    assert r.exit_code == 143, r.stderr
+    assert r.stderr.strip() == "deepcluster: error: terminated (SIGTERM)"
+    assert out.read_text() == "previous labels\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_entry_point_turns_sigterm_into_terminated():
+    import os
+    import signal
+    import time
+
+    from deepcluster_cli.cli import _raise_on_sigterm
+    from deepcluster_cli.errors import Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        _raise_on_sigterm()
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at once, in this thread
+            time.sleep(5)  # not reached
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_version_into_a_closed_pipe_exits_0():
+    """`deepcluster --version | true` exited 1, where every command treats a reader that went
+    away (`| head`) as the end of the output, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        p = subprocess.run([sys.executable, "-m", "deepcluster_cli", "--version"],
+                           stdout=write, stderr=subprocess.PIPE, timeout=60)  # fmt: skip
+    finally:
+        os.close(write)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == b""
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--threads", "100000"], ["--threads 100000", "at most 1024"]),
+        (["--threads", "0"], ["--threads", "1 or more"]),
+    ],
+)
+def test_threads_out_of_range_is_a_usage_error(cli, tmp_path, args, words):
+    """--threads 100000 reached OpenMP, which failed to load a library: 'internal error:
+    ImportError', exit 1."""
+    path = tmp_path / "ok.csv"
+    good_table().to_csv(path, index=False)
+    r = cli("train", path, "-m", "kmeans", "-k", 2, "-o", tmp_path / "m.pt", *args)
+    assert_clean_failure(r, words, tmp_path / "m.pt")
+
+
+def test_evaluate_names_the_extensions_not_an_option_it_lacks(cli, tmp_path):
+    """evaluate's --format is the report's, yet an input of unknown extension was told to
+    'pass --format (one of csv, ...)', which then failed as a bad report format."""
+    files = _inputs(cli, tmp_path)
+    odd = tmp_path / "labels.txt"
+    odd.write_bytes(files["labels"].read_bytes())
+    r = cli("evaluate", odd, "--truth", files["data"], "--label-column", "label")
+    assert_clean_failure(r, ["labels.txt", "name ending in .csv"])
+    assert "--format" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--mode", "centroids", "-n", "3"], ["-n is not used with --mode centroids"]),
+        (["--mode", "centroids", "-c", "1"], ["--cluster is not used with --mode centroids"]),
+        (["--mode", "centroids", "--between", "0,1"], ["--between", "centroids"]),
+    ],
+)
+def test_generate_refuses_options_its_mode_does_not_use(cli, tmp_path, args, words):
+    """They were dropped without a word (k rows written, exit 0)."""
+    files = _inputs(cli, tmp_path)
+    out = tmp_path / "g.csv"
+    r = cli("generate", files["model"], "-o", out, *args)
+    assert_clean_failure(r, words, out)
