@@ -82,8 +82,11 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress output (errors still shown).")
 ]
 LogFormatOpt = Annotated[
-    str,
-    typer.Option("--log-format", help="Progress on stderr as text or json (one object per line)."),
+    Optional[str],
+    typer.Option(
+        "--log-format",
+        help="Progress on stderr as text or json (one object per line) \\[default: text].",
+    ),
 ]
 MaxTimeOpt = Annotated[
     Optional[float],

@@ -138,20 +138,30 @@ def pick(cli_value: Any, toml: dict, key: str, default: Any, kind: Any = str) ->
     ``seed = "abc"`` in the file is a usage error, not a failure later on."""
     from deepcluster_cli.config import coerce
 
-    if cli_value is not None:
-        return cli_value
     if key not in toml:
-        return default
-    return coerce(kind, toml.pop(key), f"--config {key}")
+        return default if cli_value is None else cli_value
+    from_file = coerce(kind, toml.pop(key), f"--config {key}")  # taken out of the file's
+    return from_file if cli_value is None else cli_value  # keys either way: not a setting
+
+
+def pick_run_options(
+    quiet: bool, log_format: str | None, max_time: float | None, toml: dict
+) -> tuple[bool, str, float | None]:
+    """``--quiet``, ``--log-format`` and ``--max-time``, or the file's ``quiet``,
+    ``log_format`` and ``max_time`` (the command line wins; a flag given is True)."""
+    return (
+        pick(quiet or None, toml, "quiet", False, bool),
+        pick(log_format, toml, "log_format", "text"),
+        pick(max_time, toml, "max_time", None, float | None),
+    )
 
 
 def pick_threads(cli_value: str | None, toml: dict) -> int | str | None:
     """``--threads`` or the file's ``threads``: a count, ``auto`` or None (the default)."""
     from deepcluster_cli.engine.device import parse_threads
 
-    if cli_value is not None:
-        return parse_threads(cli_value)
-    return parse_threads(toml.pop("threads", None), "--config threads")
+    from_file = parse_threads(toml.pop("threads", None), "--config threads")
+    return from_file if cli_value is None else parse_threads(cli_value)
 
 
 def make_progress(quiet: bool, log_format: str):

@@ -14,6 +14,7 @@ from deepcluster_cli.commands.common import (
     is_main_process,
     make_progress,
     pick,
+    pick_run_options,
     pick_threads,
     read_features,
     remove_resume_state,
@@ -93,7 +94,7 @@ def pretrain(
     max_time: MaxTimeOpt = None,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
-    log_format: LogFormatOpt = "text",
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Train an autoencoder (plain, denoising or variational) and save it."""
     from deepcluster_cli.config import (
@@ -112,6 +113,7 @@ def pretrain(
     scale = pick(scale, toml, "scale", "none")
     device_name = pick(device, toml, "device", "auto")
     threads = pick_threads(threads, toml)
+    quiet, log_format, max_time = pick_run_options(quiet, log_format, max_time, toml)
     progress = make_progress(quiet, log_format)
     explicit = {
         k: v

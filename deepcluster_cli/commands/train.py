@@ -14,6 +14,7 @@ from deepcluster_cli.commands.common import (
     is_main_process,
     make_progress,
     pick,
+    pick_run_options,
     pick_threads,
     read_features,
     remove_resume_state,
@@ -100,7 +101,7 @@ def train(
     max_time: MaxTimeOpt = None,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
-    log_format: LogFormatOpt = "text",
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Fit a clustering method and save the model (optionally the training labels)."""
     from deepcluster_cli.config import (
@@ -127,6 +128,7 @@ def train(
     scale = pick(scale, toml, "scale", None)
     device_name = pick(device, toml, "device", "auto")
     threads = pick_threads(threads, toml)
+    quiet, log_format, max_time = pick_run_options(quiet, log_format, max_time, toml)
     restarts = pick(restarts, toml, "restarts", 1, int)
     select = pick(select, toml, "select", None)
     preset = pick(preset, toml, "preset", None)

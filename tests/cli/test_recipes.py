@@ -217,6 +217,34 @@ def test_toml_config_applies_command_line_wins_and_checkpoint_records_it(cli, bl
     assert r.exit_code == 2 and "unknown setting 'alpah'" in r.stderr
 
 
+def test_an_option_in_both_the_file_and_the_command_line_takes_the_command_line(
+    cli, blobs_csv, tmp_path
+):
+    """`seed = 1` in the file with `--seed 3` on the command line failed: 'unknown setting
+    seed' (the file's key was left over for the method's settings). The run options are keys
+    of the file too: `quiet`, `log_format`, `max_time` were refused as unknown settings."""
+    from deepcluster_cli.engine.checkpoint import load_checkpoint
+
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'seed = 1\nthreads = 1\nscale = "minmax"\nlog_format = "json"\nmax_time = 600\n'
+    )
+    model = tmp_path / "m.pt"
+    base = ["train", blobs_csv, "--label-column", "label", "-m", "kmeans", "-k", 3, "-o", model]
+    r = cli(*base, "--config", config, "--seed", 3, "--threads", 2, "--scale", "none")
+    assert r.exit_code == 0, r.stderr
+    ck = load_checkpoint(str(model))
+    assert ck.extra["seed"] == 3 and ck.scaler["kind"] == "none"
+    assert all(json.loads(line) for line in r.stderr.splitlines())  # the file's log_format
+    r = cli(*base, "--config", config, "--log-format", "text")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr and not r.stderr.startswith("{")
+    assert load_checkpoint(str(model)).extra["seed"] == 1
+    config.write_text("quiet = true\n")
+    r = cli(*base, "--config", config)
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+
+
 def test_show_completion_prints_a_bash_script_that_completes_commands():
     env = {**_env(), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1", "SHELL": "/bin/bash"}
     cmd = [sys.executable, "-m", "deepcluster_cli"]
