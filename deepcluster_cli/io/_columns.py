@@ -76,6 +76,8 @@ def resolve_named(
             )
     label = None if label_column is None else str(label_column)
     ident = None if id_column is None else str(id_column)
+    if label is not None and label == ident:
+        raise UsageError(f"--label-column and --id-column both name '{label}'; give two columns")
     reserved = {label: "--label-column", ident: "--id-column"}
     if columns is not None:
         _check_unique_option(columns)

@@ -153,6 +153,10 @@ def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model,
         (["-m", "kmeans", "-k", "2", "--restarts", "0"], ["--restarts"]),
         (["-m", "kmeans", "-k", "2", "--select", "bogus"], ["--select bogus"]),
         (["-m", "kmeans", "-k", "2", "--max-time", "-1"], ["--max-time"]),
+        (
+            ["-m", "kmeans", "-k", "2", "--label-column", "label", "--id-column", "label"],
+            ["both name 'label'"],
+        ),
         # the autoencoder settings every deep method shares (they reached torch: internal
         # errors, or a zero-width network trained without a word)
         (["-m", "dec", "-k", "2", "--set", "arch=8,-4"], ["arch", "positive"]),
@@ -161,6 +165,9 @@ def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model,
         (["-m", "idec", "-k", "2", "--set", "pretrain_epochs=-1"], ["pretrain_epochs"]),
         (["-m", "dcn", "-k", "2", "--set", "pretrain_lr=-1"], ["pretrain_lr"]),
         (["-m", "dec", "-k", "2", "--set", "noise=-1"], ["noise"]),
+        # torch refused these after the pretraining: internal errors, exit 1
+        (["-m", "dec", "-k", "2", "--set", "optimizer=sgd", "--set", "momentum=-5"], ["momentum"]),
+        (["-m", "dcn", "-k", "2", "--set", "momentum=1.5"], ["dcn: momentum=1.5"]),
         # numpy and scikit-learn take seeds 0 .. 2**32-1 (were internal errors)
         (["-m", "kmeans", "-k", "2", "--seed", "-1"], ["--seed -1", "4294967295"]),
         (["-m", "kmeans", "-k", "2", "--seed", "4294967296"], ["--seed 4294967296"]),
