@@ -341,3 +341,36 @@ def test_help_and_methods_do_not_import_torch():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "False", p.stderr
+
+
+def test_on_a_terminal_training_shows_a_rich_bar_with_the_loss_and_the_time_left(
+    digits_csv, tmp_path
+):
+    """spec/cli.md: long work shows a progress bar (Rich) on stderr with epoch, loss parts and
+    ETA when stderr is a terminal (every other test has a pipe there: one line per epoch)."""
+    import os
+    import pty
+
+    main, child = pty.openpty()
+    cmd = [sys.executable, "-m", "deepcluster_cli", "pretrain", digits_csv,
+           "--label-column", "label", "--id-column", "image_id", "-o", tmp_path / "ae.pt",
+           "--epochs", 3, "--arch", 16, "--latent", 2, "--threads", 1]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=child, env=env)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    assert proc.wait(timeout=120) == 0
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "━" in screen  # the bar
+    assert "3/3" in screen and "loss=" in screen  # epochs and loss parts
+    assert "0:00:0" in screen  # elapsed and remaining time
+    assert "[pretrain] epoch" not in screen  # not the line-per-epoch log
