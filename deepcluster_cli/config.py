@@ -76,7 +76,12 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
         if origin is tuple:
             item = args[0] if args else str
             if isinstance(value, str):
-                value = [v for v in value.replace(" ", "").split(",") if v != ""]
+                items = value.replace(" ", "").split(",")
+                if items == [""]:  # `arch=`: no hidden layer
+                    items = []
+                if "" in items:  # `32,,32` or `32,`: a layer lost in typing, not dropped
+                    raise UsageError(f"{key}: {value!r} has an empty item; give numbers A,B,...")
+                value = items
             return tuple(coerce(item, v, key) for v in value)
     except (TypeError, ValueError):
         name = getattr(tp, "__name__", str(tp))
@@ -140,7 +145,41 @@ def build_config(cls: type, layers: list[tuple[str, dict[str, Any]]]) -> Any:
     check = getattr(cfg, "validate", None)
     if check is not None:
         check()
+    check_common_settings(cfg)
     return cfg
+
+
+def _named(*names: str, suffix: str | None = None):
+    return lambda name: name in names or (suffix is not None and name.endswith(suffix))
+
+
+#: Settings every method may have, checked by name after the method's own ``validate``: the
+#: optimiser's and the schedule's values that torch or scikit-learn would refuse only when
+#: they are used, after the pretraining (an internal error, exit 1), or would take silently
+#: (a learning rate whose sign flips every epoch).
+_COMMON_RULES = (
+    (_named("lr", suffix="_lr"), lambda v: v > 0, "a number > 0"),
+    (_named("weight_decay"), lambda v: v >= 0, "a number >= 0"),
+    (_named("momentum", "beta1", "beta2"), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    (_named("eps"), lambda v: v > 0, "a number > 0"),
+    (_named("lr_decay"), lambda v: v > 0, "a factor > 0"),
+    (_named("lr_decay_every"), lambda v: v >= 0, "a number of epochs >= 0 (0: never)"),
+    (_named("lr_min"), lambda v: v >= 0, "a number >= 0"),
+    (_named("max_iter", suffix="n_init"), lambda v: v >= 1, "a whole number >= 1"),
+    (_named(suffix="batch_size"), lambda v: v >= 1, "a whole number >= 1"),
+    (_named(suffix="epochs"), lambda v: v >= 0, "a number of epochs >= 0"),
+)
+
+
+def check_common_settings(cfg: Any) -> None:
+    """Refuse a value out of range for a setting that :data:`_COMMON_RULES` names."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        for applies, ok, rule in _COMMON_RULES:
+            if applies(f.name) and not ok(value):
+                raise UsageError(f"setting {f.name}={value}: give {rule}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -77,8 +77,6 @@ class Config(AEFields):
             raise UsageError(f"dcn: optimizer {self.optimizer!r}; choose adam or sgd")
         if self.lam < 0:
             raise UsageError("dcn: lam (the weight of the k-means term) must be >= 0")
-        if not 0 <= self.momentum < 1:  # torch refused a negative one after the pretraining
-            raise UsageError(f"dcn: momentum={self.momentum}; give a value in [0, 1)")
         if self.count_init < 1:
             raise UsageError("dcn: count_init must be at least 1")
         if self.n_init < 1:

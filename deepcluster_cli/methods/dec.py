@@ -67,8 +67,6 @@ class Config(AEFields):
             raise UsageError(f"dec: optimizer {self.optimizer!r}; choose adam or sgd")
         if self.alpha <= 0:
             raise UsageError("dec: alpha (Student-t degrees of freedom) must be > 0")
-        if not 0 <= self.momentum < 1:  # torch refused a negative one after the pretraining
-            raise UsageError(f"dec: momentum={self.momentum}; give a value in [0, 1)")
         if self.update_interval < 1:
             raise UsageError("dec: update_interval must be at least 1 iteration")
         if self.n_init < 1:

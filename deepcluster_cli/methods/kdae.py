@@ -69,9 +69,15 @@ class KDAE(PairsMethod):
     }
 
     def output_kind(self, cfg: Config, x: Tensor) -> str:
+        in_unit_range = bool((x.min() >= 0) & (x.max() <= 1))
+        if cfg.output == "sigmoid" and not in_unit_range:  # as kdvae's Bernoulli check
+            raise UsageError(
+                "kdae: output=sigmoid needs every value in [0, 1]; use --scale minmax "
+                "or --set output=linear"
+            )
         if cfg.output != "auto":
             return cfg.output
-        return "sigmoid" if bool((x.min() >= 0) & (x.max() <= 1)) else "linear"
+        return "sigmoid" if in_unit_range else "linear"
 
     def pair_losses(
         self,

@@ -161,13 +161,15 @@ def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model,
         # errors, or a zero-width network trained without a word)
         (["-m", "dec", "-k", "2", "--set", "arch=8,-4"], ["arch", "positive"]),
         (["-m", "aekm", "-k", "2", "--set", "arch=0"], ["arch", "positive"]),
+        (["-m", "aekm", "-k", "2", "--set", "arch=32,,32"], ["arch", "empty item"]),
         (["-m", "vade", "-k", "2", "--set", "latent=0"], ["latent", "positive"]),
         (["-m", "idec", "-k", "2", "--set", "pretrain_epochs=-1"], ["pretrain_epochs"]),
         (["-m", "dcn", "-k", "2", "--set", "pretrain_lr=-1"], ["pretrain_lr"]),
         (["-m", "dec", "-k", "2", "--set", "noise=-1"], ["noise"]),
         # torch refused these after the pretraining: internal errors, exit 1
         (["-m", "dec", "-k", "2", "--set", "optimizer=sgd", "--set", "momentum=-5"], ["momentum"]),
-        (["-m", "dcn", "-k", "2", "--set", "momentum=1.5"], ["dcn: momentum=1.5"]),
+        (["-m", "dcn", "-k", "2", "--set", "momentum=1.5"], ["momentum=1.5", "[0, 1)"]),
+        (["-m", "dgg", "-k", "2", "--set", "weight_decay=-1"], ["weight_decay=-1.0", ">= 0"]),
         # numpy and scikit-learn take seeds 0 .. 2**32-1 (were internal errors)
         (["-m", "kmeans", "-k", "2", "--seed", "-1"], ["--seed -1", "4294967295"]),
         (["-m", "kmeans", "-k", "2", "--seed", "4294967296"], ["--seed 4294967296"]),

@@ -79,3 +79,47 @@ def test_clusters_well_separated_blobs(name, data):
     x, y = data
     res = small_fit(name, x)
     assert adjusted_rand_score(y, res.labels) > 0.9
+
+
+def _bad_values(field: str) -> list:
+    """Values the common rules (config._COMMON_RULES) refuse for a setting of this name."""
+    from deepcluster_cli.config import _COMMON_RULES
+
+    candidates = [-1, 0, 1, 1.5]
+    return [
+        v for applies, ok, _ in _COMMON_RULES if applies(field) for v in candidates if not ok(v)
+    ]
+
+
+def _common_cases():
+    import dataclasses
+
+    for name in METHODS:
+        for f in dataclasses.fields(get_method(name).Config):
+            for v in _bad_values(f.name):
+                yield name, f.name, v
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_defaults_test_settings_and_presets_pass_the_common_checks(name):
+    from deepcluster_cli.config import build_config
+
+    m = get_method(name)
+    build_config(m.Config, [])
+    build_config(m.Config, [("test", dict(m.test_settings))])
+    for preset, values in m.presets.items():
+        build_config(m.Config, [(preset, dict(values))])
+
+
+@pytest.mark.parametrize("name, field, value", list(_common_cases()))
+def test_an_optimiser_or_schedule_setting_out_of_range_is_refused(name, field, value):
+    """A fuzz of every method's settings found torch or scikit-learn refusing these only when
+    used, after the pretraining (cm beta1=1, cnet eps=-1, dgg weight_decay=-1, dgg
+    kmeans_n_init=0, dgg siamese_lr=-1, repnet momentum=-1: internal errors, exit 1), or
+    taking them silently (ckm lr_decay_every=-1 decayed every epoch; vade lr_decay=-1 flipped
+    the learning rate's sign)."""
+    from deepcluster_cli.config import build_config
+    from deepcluster_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=field):
+        build_config(get_method(name).Config, [("--set", {field: value})])

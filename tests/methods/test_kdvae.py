@@ -303,6 +303,18 @@ def test_bernoulli_likelihood_on_data_outside_unit_interval_is_a_usage_error():
     assert get_method("kdvae").output_kind(kdvae.Config(), x) == "gaussian"
 
 
+def test_kdae_sigmoid_output_on_data_outside_unit_interval_is_a_usage_error():
+    """It trained (exit 0) with a decoder that cannot reach the data; kdvae's Bernoulli
+    likelihood was refused the same way already."""
+    from deepcluster_cli.methods import kdae
+
+    x = torch.randn(10, 3)
+    with pytest.raises(UsageError, match="output=sigmoid"):
+        get_method("kdae").output_kind(kdae.Config(output="sigmoid"), x)
+    assert get_method("kdae").output_kind(kdae.Config(), x) == "linear"
+    assert get_method("kdae").output_kind(kdae.Config(output="sigmoid"), x.sigmoid()) == "sigmoid"
+
+
 @pytest.fixture(scope="module")
 def fitted(blobs):
     x, _ = blobs
