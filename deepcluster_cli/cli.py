@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from deepcluster_cli import __version__
 from deepcluster_cli.commands.assign import assign
-from deepcluster_cli.commands.common import STATE, _silence_stdout, fail
+from deepcluster_cli.commands.common import STATE, _silence_stdout, fail, interrupted
 from deepcluster_cli.commands.evaluate import evaluate
 from deepcluster_cli.commands.generate import generate
 from deepcluster_cli.commands.info import info
@@ -123,14 +123,8 @@ def main() -> None:
     except SystemExit as exc:
         ok = exc.code in (0, None)
         raise
-    except KeyboardInterrupt as exc:
-        sigterm = isinstance(exc, Terminated)
-        why = "terminated (SIGTERM)" if sigterm else "interrupted"
-        print(f"deepcluster: error: {why}", file=sys.stderr)
-        sys.exit(143 if sigterm else 130)
-    except BrokenPipeError:  # `deepcluster --help | head -1`: the reader went away
-        _silence_stdout()
-        sys.exit(0)
+    except KeyboardInterrupt as exc:  # outside a command (parsing, start-up)
+        sys.exit(interrupted(exc).exit_code)
     finally:
         # imported only by the commands that train (no torch import for the others); a no-op
         # without a process group

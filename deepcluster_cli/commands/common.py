@@ -70,7 +70,7 @@ def handle_errors(fn: Callable) -> Callable:
                 traceback.print_exc()
             raise fail(_rank_prefix() + str(exc), exc.exit_code) from None
         except KeyboardInterrupt as exc:
-            raise _interrupted(exc) from None
+            raise interrupted(exc) from None
         except BrokenPipeError:
             # the reader of our stdout went away (`| head`): stop quietly
             _silence_stdout()
@@ -93,8 +93,9 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _interrupted(exc: KeyboardInterrupt) -> typer.Exit:
-    """Ctrl-C (exit 130) or SIGTERM (143) outside training, where no state is saved."""
+def interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    """Ctrl-C (exit 130) or SIGTERM (143, :class:`Terminated`) outside training, where no
+    state is saved: the one-line message, and the exit to raise."""
     from deepcluster_cli.errors import Terminated
 
     if isinstance(exc, Terminated):
