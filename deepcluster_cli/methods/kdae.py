@@ -25,6 +25,7 @@ from torch import Tensor
 from deepcluster_cli.errors import UsageError
 from deepcluster_cli.methods.base import Generated
 from deepcluster_cli.methods.kdvae import PairFields, PairsMethod, PairsModel
+from deepcluster_cli.nn.mlp import in_unit_range, require_unit_range
 
 OUTPUTS = ("sigmoid", "linear", "auto")
 
@@ -69,15 +70,11 @@ class KDAE(PairsMethod):
     }
 
     def output_kind(self, cfg: Config, x: Tensor) -> str:
-        in_unit_range = bool((x.min() >= 0) & (x.max() <= 1))
-        if cfg.output == "sigmoid" and not in_unit_range:  # as kdvae's Bernoulli check
-            raise UsageError(
-                "kdae: output=sigmoid needs every value in [0, 1]; use --scale minmax "
-                "or --set output=linear"
-            )
+        if cfg.output == "sigmoid":
+            require_unit_range(x, "kdae: output=sigmoid", "--set output=linear")
         if cfg.output != "auto":
             return cfg.output
-        return "sigmoid" if in_unit_range else "linear"
+        return "sigmoid" if in_unit_range(x) else "linear"
 
     def pair_losses(
         self,

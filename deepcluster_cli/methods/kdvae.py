@@ -42,7 +42,13 @@ from deepcluster_cli.methods import REGISTRY, get_method
 from deepcluster_cli.methods.base import AEFields, FitContext, Generated, Method, Prediction
 from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.batched import BatchedLinear, BatchedMLP
-from deepcluster_cli.nn.mlp import ACTIVATIONS, activation, kl_standard_normal
+from deepcluster_cli.nn.mlp import (
+    ACTIVATIONS,
+    activation,
+    in_unit_range,
+    kl_standard_normal,
+    require_unit_range,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian", "auto")
 INITS = ("vade", "ae")
@@ -502,14 +508,11 @@ class KDVAE(PairsMethod):
     }
 
     def output_kind(self, cfg: Config, x: Tensor) -> str:
+        if cfg.likelihood == "bernoulli":
+            require_unit_range(x, "kdvae: likelihood=bernoulli", "--set likelihood=gaussian")
         if cfg.likelihood != "auto":
-            if cfg.likelihood == "bernoulli" and bool((x.min() < 0) | (x.max() > 1)):
-                raise UsageError(
-                    "kdvae: likelihood=bernoulli needs every value in [0, 1]; use --scale "
-                    "minmax or --set likelihood=gaussian"
-                )
             return cfg.likelihood
-        return "bernoulli" if bool((x.min() >= 0) & (x.max() <= 1)) else "gaussian"
+        return "bernoulli" if in_unit_range(x) else "gaussian"
 
     def pair_losses(
         self,

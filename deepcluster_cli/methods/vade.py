@@ -42,7 +42,7 @@ from deepcluster_cli.nn.gmm import (
     neg_log_likelihood,
     with_encoder_variance,
 )
-from deepcluster_cli.nn.mlp import Autoencoder, reparameterize
+from deepcluster_cli.nn.mlp import Autoencoder, reparameterize, require_unit_range
 
 LIKELIHOODS = ("auto", "bernoulli", "gaussian")
 GMM_LOGVAR_RANGE = (-12.0, 8.0)  # clamp of the mixture's log-variances (numerical safety)
@@ -158,11 +158,8 @@ def encoder_stats(ae: Autoencoder, x: Tensor) -> tuple[Tensor, Tensor]:
 
 def check_likelihood(likelihood: str, x: Tensor) -> None:
     """Before any training: a Bernoulli likelihood needs data in [0, 1]."""
-    if likelihood == "bernoulli" and bool((x.min() < 0) | (x.max() > 1)):
-        raise UsageError(
-            "likelihood=bernoulli needs every value in [0, 1]; use --scale minmax "
-            "or --set likelihood=gaussian"
-        )
+    if likelihood == "bernoulli":
+        require_unit_range(x, "likelihood=bernoulli", "--set likelihood=gaussian")
 
 
 def match_likelihood(ae: Autoencoder, likelihood: str, x: Tensor) -> tuple[Autoencoder, str]:

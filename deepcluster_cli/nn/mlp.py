@@ -55,17 +55,27 @@ def mlp(dims: Sequence[int], *, act: str = "relu", last_act: str | None = None) 
     return nn.Sequential(*layers)
 
 
+def in_unit_range(x: Tensor) -> bool:
+    """Whether every value of ``x`` lies in [0, 1] (what a sigmoid output or BCE can fit)."""
+    return bool((x.min() >= 0) & (x.max() <= 1))
+
+
+def require_unit_range(x: Tensor, setting: str, instead: str) -> None:
+    """Before any training: ``setting`` (a BCE loss, a Bernoulli likelihood, a sigmoid
+    output) needs data in [0, 1]; the message offers ``--scale minmax`` or ``instead``."""
+    if not in_unit_range(x):
+        raise UsageError(f"{setting} needs every value in [0, 1]; use --scale minmax or {instead}")
+
+
 def resolve_recon_loss(loss: str, x: Tensor) -> str:
     """``auto`` -> ``bce`` when every value lies in [0, 1], else ``mse``."""
     if loss not in RECON_LOSSES:
         raise UsageError(f"unknown reconstruction loss {loss!r}; choose mse, bce or auto")
     if loss != "auto":
-        if loss == "bce" and (x.min() < 0 or x.max() > 1):
-            raise UsageError(
-                "--loss bce needs every value in [0, 1]; use --scale minmax or --loss mse"
-            )
+        if loss == "bce":
+            require_unit_range(x, "--loss bce", "--loss mse")
         return loss
-    return "bce" if bool((x.min() >= 0) & (x.max() <= 1)) else "mse"
+    return "bce" if in_unit_range(x) else "mse"
 
 
 def reconstruction_loss(x_hat: Tensor, x: Tensor, kind: str, *, reduce: bool = True) -> Tensor:
