@@ -110,12 +110,28 @@ def _raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _pipe_closed(console) -> None:
+    """Rich's ``Console.on_broken_pipe``, its documented hook, exits 1 by default, so
+    ``deepcluster --help | head -1`` failed where every command ends quietly (exit 0):
+    hand the BrokenPipeError to ``_one_line``'s handler instead."""
+    console.quiet = True
+    raise BrokenPipeError
+
+
+def _rich_pipe_closed() -> None:
+    with contextlib.suppress(ImportError):  # Typer without Rich writes through click
+        import rich.console
+
+        rich.console.Console.on_broken_pipe = _pipe_closed
+
+
 def main() -> None:
     """Console entry point: Typer does the parsing; commands map our errors to exit codes."""
     from deepcluster_cli.engine.cpuload import wait_passively_if_busy
 
     wait_passively_if_busy(sys.argv[1:])  # before torch loads: libgomp reads it once
     _raise_on_sigterm()
+    _rich_pipe_closed()
     ok = False
     try:
         app(prog_name="deepcluster")
