@@ -166,16 +166,19 @@ def test_a_method_without_stored_runs_keeps_its_earlier_row_marked(run_module, t
     assert "Rows marked" not in first
 
 
-def test_render_sees_runs_another_runner_stored(run_module, tmp_path):
+def test_a_runner_sees_and_skips_runs_another_runner_stored(run_module, tmp_path):
     work = tmp_path / "work"
     a = run_module.Runner(work, threads=1, dry=False)
     b = run_module.Runner(work, threads=1, dry=False)
     a.call, b.call = FakeCalls(ACC), FakeCalls(ACC)
     a.run("digits", 0, "kmeans")
     b.run("digits", 0, "dec")
-    assert ("digits", 0, "kmeans") not in b.done
-    b.load()
     assert {k[2] for k in b.done} == {"kmeans", "dec"}
+    # a run another runner stored after this one started is not run again
+    b.call.argv.clear()
+    b.run("digits", 0, "kmeans")
+    assert b.call.argv == []
+    assert len((work / "runs.jsonl").read_text().splitlines()) == 2
 
 
 def test_clustpy_takes_a_list_of_its_methods(run_module, tmp_path, monkeypatch, capsys):

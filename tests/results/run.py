@@ -265,6 +265,7 @@ class Runner:
         build = self.clustpy_argv if clustpy else self.train_argv
         argv, labels, settings = build(name, seed, method)
         command = sh(argv)
+        self.load()  # a runner beside this one, on the same store, may have done it meanwhile
         prev = self.done.get((name, seed, key_method))
         if prev and prev["command"] == command and "acc" in prev:
             return
