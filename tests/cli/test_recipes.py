@@ -87,8 +87,15 @@ def test_makefile_example_reruns_only_what_changed(batch_job):
     assert "deepcluster train" in plan and "-k 5" in plan
     assert "deepcluster assign" in plan and "deepcluster evaluate" in plan
     # new pretraining settings redo the whole chain after the data
+    stamps = {p.name: p.read_bytes() for p in batch_job.glob("*.settings")}
     plan = _make(batch_job, "K=5", "LATENT=3", "-n").stdout
     assert "deepcluster pretrain" in plan and "digits_csv.py" not in plan
+    # a dry run changes nothing: the stamps stay, so a plain make afterwards has nothing to do
+    # (the stamps' recipes once ran under -n and left LATENT=3 behind: a needless retrain)
+    assert {p.name: p.read_bytes() for p in batch_job.glob("*.settings")} == stamps
+    assert "deepcluster" not in _make(batch_job).stdout
+    # a dry run with the settings unchanged lists no command
+    assert "deepcluster" not in _make(batch_job, "-n").stdout
 
 
 @needs_make
