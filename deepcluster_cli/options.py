@@ -33,6 +33,10 @@ IdColOpt = Annotated[
     Optional[str],
     typer.Option("--id-column", help="Row identifier column, carried through to the labels."),
 ]
+IdColFeaturesOpt = Annotated[  # commands that write no labels (pretrain)
+    Optional[str],
+    typer.Option("--id-column", help="Row identifier column: never used as a feature."),
+]
 ScaleOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -65,7 +69,7 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--set",
-        help="Any method hyperparameter as key=value (repeatable); see 'deepcluster methods'.",
+        help="A setting as key=value (repeatable); an unknown key lists the valid keys.",
     ),
 ]
 ConfigOpt = Annotated[

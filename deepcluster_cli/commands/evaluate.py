@@ -9,7 +9,6 @@ import typer
 
 from deepcluster_cli.commands.common import check_outputs, handle_errors, split_list
 from deepcluster_cli.engine.launch import refuse
-from deepcluster_cli.options import IdColOpt
 
 
 @handle_errors
@@ -48,7 +47,10 @@ def evaluate(
     columns: Annotated[
         Optional[str], typer.Option("--columns", help="Feature columns of --data.")
     ] = None,
-    id_column: IdColOpt = None,
+    id_column: Annotated[
+        Optional[str],
+        typer.Option("--id-column", help="Row identifier column of --data: never a feature."),
+    ] = None,
     out_format: Annotated[
         str, typer.Option("--format", help="table, json, csv or markdown.")
     ] = "table",
