@@ -134,12 +134,9 @@ class ClusteringModule(nn.Module):
 
     @torch.no_grad()
     def init_random(self, generator: torch.Generator) -> None:
-        """As the authors' Keras layers: glorot-uniform kernels, glorot-normal biases
-        (a normal truncated at two standard deviations; fans of a bias of size m are m, m)."""
+        """As the authors' Keras layers (:func:`keras_dense_init_`)."""
         for layer in (self.encoder, self.decoder):
-            nn.init.xavier_uniform_(layer.weight, generator=generator)
-            std = math.sqrt(1.0 / len(layer.bias)) / 0.87962566103423978  # Keras' correction
-            nn.init.trunc_normal_(layer.bias, std=std, a=-2 * std, b=2 * std, generator=generator)
+            keras_dense_init_(layer, generator)
 
     @torch.no_grad()
     def init_from_centroids(self, centroids: Tensor, variance: float | None = None) -> None:
@@ -175,6 +172,15 @@ def kmeanspp_one_step(z: Tensor, k: int, *, seed: int) -> Tensor:
     km = KMeans(k, init="k-means++", n_init=1, max_iter=1, random_state=seed)
     km.fit(z.detach().cpu().double().numpy())
     return torch.as_tensor(km.cluster_centers_, dtype=z.dtype, device=z.device)
+
+
+@torch.no_grad()
+def keras_dense_init_(layer: nn.Linear, generator: torch.Generator) -> None:
+    """The AE-CM authors' dense layers: glorot-uniform kernel, glorot-normal bias (a normal
+    truncated at two standard deviations; Keras takes both fans of a bias of size m as m)."""
+    nn.init.xavier_uniform_(layer.weight, generator=generator)
+    std = math.sqrt(1.0 / len(layer.bias)) / 0.87962566103423978  # Keras' truncation correction
+    nn.init.trunc_normal_(layer.bias, std=std, a=-2 * std, b=2 * std, generator=generator)
 
 
 def whole_data_losses(cm: ClusteringModule, z: Tensor, alpha: float) -> dict[str, Tensor]:

@@ -46,6 +46,7 @@ from deepcluster_cli.methods.cm import (
     ClusteringModule,
     dirichlet_e4,
     gini_term,
+    keras_dense_init_,
     merging_e3,
     orthonormality_penalty,
     reconstruction_e1,
@@ -56,6 +57,7 @@ from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, resolve_recon_loss
 
 STARTS = ("auto", "random", "pretrained")
 CM_INITS = ("posterior", "pinv")
+AE_INITS = ("keras", "torch")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class Config(AEFields):
     # on the authors' autoencoder, whose codes it did not rescale
     unit_codes: bool = True
     average: bool = True  # the averaging epoch, over the whole network
+    # random start: the autoencoder's layers as the authors' (keras: glorot-uniform kernels,
+    # glorot-normal biases, AECM.py) or PyTorch's default (torch; before session 22)
+    ae_init: str = "keras"
 
     def validate(self) -> None:
         if self.epochs < 0 or self.cm_epochs < 0 or self.batch_size < 1 or self.lr <= 0:
@@ -95,6 +100,8 @@ class Config(AEFields):
             raise UsageError("cnet: kmeans_n_init must be at least 1")
         if self.cm_init not in CM_INITS:
             raise UsageError(f"cnet: cm_init={self.cm_init!r}; choose {', '.join(CM_INITS)}")
+        if self.ae_init not in AE_INITS:
+            raise UsageError(f"cnet: ae_init={self.ae_init!r}; choose {', '.join(AE_INITS)}")
 
 
 def cnet_losses(
@@ -239,7 +246,12 @@ class CNet(Method):
                 loss=resolve_recon_loss(cfg.recon_loss, x),
             )
             model = CNetModel(Autoencoder(ae_cfg), k, alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam)
-            model.cm.init_random(torch.Generator().manual_seed(ctx.seed))
+            generator = torch.Generator().manual_seed(ctx.seed)
+            model.cm.init_random(generator)
+            if cfg.ae_init == "keras":
+                for layer in model.ae.modules():
+                    if isinstance(layer, nn.Linear):
+                        keras_dense_init_(layer, generator)
             model.to(x.device)
         ctx.trainer.run(
             model,

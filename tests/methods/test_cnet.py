@@ -276,3 +276,26 @@ def test_cli_random_start_and_bad_start(cli, blobs_csv, tmp_path):
     assert r.exit_code == 2 and "pretrained" in r.stderr
     r = cli("train", blobs_csv, "-m", "cnet", "-k", 3, "--set", "cm_init=eye", "-o", model)
     assert r.exit_code == 2 and "cm_init='eye'; choose posterior, pinv" in r.stderr
+
+
+def test_random_start_initialises_the_autoencoder_as_the_authors_keras_layers(blobs):
+    """AECM.py builds every dense layer of the autoencoder with glorot-uniform kernels and
+    glorot-normal biases; PyTorch's default (``ae_init=torch``) has biases ~U(+-1/sqrt(fan_in))
+    and kernels a third as wide."""
+    x = blobs[0]
+    for ae_init in ("keras", "torch"):
+        model, _ = _fit(
+            x, start="random", epochs=0, average=False, arch=(400,), latent=300, ae_init=ae_init
+        )
+        first = model.ae.encoder[0]  # (400, D): fan_in D, fan_out 400
+        fan_in, fan_out = first.in_features, first.out_features
+        glorot = math.sqrt(6 / (fan_in + fan_out))
+        wide = first.weight.abs().max().item()
+        bias = model.ae.encoder[-1].bias  # 300 values; Keras: truncated normal, std 1/sqrt(300)
+        std = math.sqrt(1 / 300) / 0.87962566103423978
+        if ae_init == "keras":
+            assert 0.9 * glorot < wide <= glorot
+            assert bias.abs().max() <= 2 * std and 0.6 * std < bias.std() < 1.0 * std
+        else:  # PyTorch: kernels and biases ~U(+-1/sqrt(fan_in)); 1/sqrt(5) > glorot here
+            assert 0.9 / math.sqrt(fan_in) < wide <= 1 / math.sqrt(fan_in) and wide > glorot
+            assert bias.abs().max() <= 1 / math.sqrt(400)
