@@ -11,6 +11,7 @@ the tests on a machine without a GPU.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -100,3 +101,61 @@ def test_commands_train_on_the_gpu_say_so_and_hand_over_to_the_cpu(cli, blobs_cs
     assert r.exit_code == 0, r.stderr
     trained = pd.read_csv(tmp_path / "a.pt.csv")["cluster"].to_numpy()
     assert np.mean(pd.read_csv(out)["cluster"].to_numpy() == trained) >= 0.99
+
+
+def _pretrain(x, cfg, *, graphs: bool, monkeypatch, noise: float = 0.0, epochs: int = 4):
+    from deepcluster_cli.engine.trainer import Trainer
+    from deepcluster_cli.methods.base import pretrain_autoencoder
+
+    monkeypatch.setenv("DEEPCLUSTER_CUDA_GRAPHS", "1" if graphs else "0")
+    torch.manual_seed(1)
+    tr = Trainer(x)
+    ae = pretrain_autoencoder(tr, cfg, epochs=epochs, lr=1e-3, batch_size=64, noise=noise)
+    return tr, ae
+
+
+def test_pretraining_replays_a_cuda_graph_with_the_eager_steps_arithmetic(gpu, monkeypatch):
+    """1,000 rows in batches of 64: 15 full batches an epoch (the graph's, after 3 eager
+    warm-up steps) and a last one of 40 (eager, every epoch). The same losses and weights as
+    every step eager, to float rounding (capturable Adam computes its bias corrections on the
+    device)."""
+    from deepcluster_cli.engine.trainer import GraphStep
+    from deepcluster_cli.nn.mlp import AEConfig
+
+    torch.manual_seed(0)
+    x = torch.rand(1000, 20, device=gpu)
+    cfg = AEConfig(n_features=20, arch=(32, 16), latent=3, loss="mse")
+    eager_tr, eager_ae = _pretrain(x, cfg, graphs=False, monkeypatch=monkeypatch)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        graph_tr, graph_ae = _pretrain(x, cfg, graphs=True, monkeypatch=monkeypatch)
+    # no autograd graph of a warm-up step outlives it (PyTorch warns of a stream mismatch)
+    assert not [w for w in said if "stream" in str(w.message)], [str(w.message) for w in said]
+    assert eager_tr.graph_steps == 0
+    on_gpu = torch.device(gpu).type == "cuda"
+    assert graph_tr.graph_steps == (4 * 15 - GraphStep.WARMUP if on_gpu else 0)
+    losses = [[r["loss"] for r in t.history] for t in (eager_tr, graph_tr)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    assert losses[1][-1] < losses[1][0]
+    for a, b in zip(eager_ae.state_dict().values(), graph_ae.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_a_replayed_graph_draws_noise_and_repeats_with_the_seed(gpu, monkeypatch):
+    """A variational, denoising autoencoder draws random numbers inside the graph: the same
+    seed gives the same weights, and its losses follow the eager run's (other draws)."""
+    from deepcluster_cli.nn.mlp import AEConfig
+
+    torch.manual_seed(0)
+    x = torch.rand(1000, 20, device=gpu)
+    cfg = AEConfig(n_features=20, arch=(32, 16), latent=3, loss="bce", variational=True)
+    runs = [
+        _pretrain(x, cfg, graphs=g, monkeypatch=monkeypatch, noise=0.2, epochs=8)
+        for g in (True, True, False)
+    ]
+    for a, b in zip(runs[0][1].state_dict().values(), runs[1][1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    graph_losses = [r["loss"] for r in runs[0][0].history]
+    eager_losses = [r["loss"] for r in runs[2][0].history]
+    assert all(np.isfinite(graph_losses)) and graph_losses[-1] < graph_losses[0]
+    assert abs(graph_losses[-1] - eager_losses[-1]) < 0.05 * eager_losses[-1]

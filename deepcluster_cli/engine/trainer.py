@@ -5,11 +5,17 @@ minibatch, which parameters, the optimiser settings, optional hooks); :class:`Tr
 loop. The whole training set is one tensor on the device; a batch is an index slice of a
 random permutation, so there is no per-sample Python work. Loss parts are accumulated as
 tensors and read once per epoch (one host sync per epoch, not per step).
+
+On a CUDA GPU a stage marked ``graph=True`` captures its step (gather, forward, backward, Adam)
+once as a CUDA graph and replays it for every full batch: PyTorch then launches no kernel from
+Python, and the small networks of deep clustering spend most of an eager step doing that
+(docs/scaling.md). ``DEEPCLUSTER_CUDA_GRAPHS=0`` keeps every step eager.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -62,19 +68,31 @@ class Stage:
     # them by its share so the global batch counts them once. One process: no effect.
     reduction: str = "mean"
     batch_terms: tuple[str, ...] = ()
+    # The step may be captured as a CUDA graph (see the module docstring): the loss reads only
+    # tensors that stay the same objects for the whole stage (the parameters, the data) and
+    # never branches in Python on a tensor's value. Used on a CUDA device, with Adam/AdamW, a
+    # constant learning rate and none of the hooks above; otherwise the stage runs eagerly.
+    graph: bool = False
     extra: dict = field(default_factory=dict)
 
 
-def make_optimizer(params, stage: Stage) -> torch.optim.Optimizer:
+def make_optimizer(params, stage: Stage, *, capturable: bool = False) -> torch.optim.Optimizer:
+    """The stage's optimiser; ``capturable``: Adam's step count kept on the device, so that
+    its step can run inside a CUDA graph (same arithmetic)."""
     params = list(params)
     if stage.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if stage.optimizer == "adam" else torch.optim.AdamW
         kw = dict(lr=stage.lr, betas=stage.betas, eps=stage.eps, weight_decay=stage.weight_decay)
+        if capturable:
+            kw["capturable"] = True
         try:
             # fused Adam is one kernel per parameter group: ~25% faster per step on CPU here
-            return cls(params, fused=True, **kw)
+            opt = cls(params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):
-            return cls(params, **kw)
+            opt = cls(params, **kw)
+        # its eager steps (warm-up, a last smaller batch) are expected: no warning about them
+        opt._warned_capturable_if_run_uncaptured = True
+        return opt
     if stage.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -94,6 +112,133 @@ class RunControl:
 
     stop_signal: int | None = None
     deadline: float | None = None
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, *, capturable: bool) -> None:
+    """``opt.load_state_dict(saved)``, keeping this run's ``capturable``: a state saved by a run
+    without CUDA graphs (on the CPU, or with them off) would otherwise turn it off, and the
+    capture would fail; PyTorch then places Adam's step counts by the setting."""
+    groups = saved.get("param_groups", [])
+    if any("capturable" in g for g in groups):
+        saved = {**saved, "param_groups": [{**g, "capturable": capturable} for g in groups]}
+    opt.load_state_dict(saved)
+
+
+def graphs_enabled() -> bool:
+    """``DEEPCLUSTER_CUDA_GRAPHS=0`` (or ``off``, ``false``, ``no``) keeps every step eager."""
+    return os.environ.get("DEEPCLUSTER_CUDA_GRAPHS", "1").strip().lower() not in (
+        "0",
+        "off",
+        "false",
+        "no",
+    )
+
+
+def graph_eligible(stage: Stage, device: torch.device) -> bool:
+    """Whether ``stage`` runs its full batches as a replayed CUDA graph on ``device``."""
+    return (
+        stage.graph
+        and device.type == "cuda"
+        and graphs_enabled()
+        and not distributed.world().active
+        and stage.optimizer in ("adam", "adamw")
+        and not stage.lr_decay_every
+        and stage.batch_rows is None
+        and stage.on_epoch_start is None
+        and stage.before_step is None
+        and stage.after_step is None
+        and stage.average is None
+    )
+
+
+class GraphStep:
+    """A stage's training step captured as one CUDA graph, replayed for every full batch.
+
+    The first ``WARMUP`` full batches run eagerly on a side stream (PyTorch asks for this
+    before a capture: lazy initialisations must not land in the graph); the next one is
+    captured and then replayed, and so is every later full batch, each after its indices are
+    copied into the graph's input. The loss parts accumulate inside the graph into its own
+    tensors (``take_sums`` reads and clears them). Gradients live in the graph's memory and
+    are overwritten by each replay, so no ``zero_grad`` is needed between replays; an eager
+    step in between (an epoch's last, smaller batch) makes its own, so a parameter's ``.grad``
+    is not the graph's after the stage.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, trainer: Trainer, stage: Stage, opt: torch.optim.Optimizer, batch: int):
+        self.trainer, self.stage, self.opt, self.batch = trainer, stage, opt, batch
+        self.idx = torch.empty(batch, dtype=torch.long, device=trainer.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.side: torch.cuda.Stream | None = None
+        self.sums: dict[str, Tensor] = {}
+        self.warm = 0
+        self.replays = 0  # steps this graph ran (tests, logs)
+
+    def step(
+        self, idx: Tensor, eager: Callable[[Tensor], dict[str, Tensor]]
+    ) -> dict[str, Tensor] | None:
+        """One step on the full batch ``idx``. During the warm-up ``eager(idx)`` (the
+        trainer's eager step) runs it and its loss parts are returned for the trainer to
+        accumulate; afterwards the graph runs it, accumulates the parts itself and None is
+        returned. If the capture fails, TrainingError says how to train without graphs."""
+        if self.graph is None and self.warm < self.WARMUP:
+            with self._side_stream():
+                # detached at once: no autograd graph of this step outlives it, so the next
+                # step (and the capture, on its own stream) makes its gradient accumulators
+                # on its own stream (else PyTorch warns of a stream mismatch and syncs)
+                parts = {k: v.detach() for k, v in eager(idx).items()}
+            self.warm += 1
+            for k, v in parts.items():  # the accumulators, made outside the graph
+                self.sums.setdefault(k, torch.zeros_like(v))
+            return parts
+        self.idx.copy_(idx)
+        if self.graph is None:
+            try:
+                self._capture()
+            except RuntimeError as e:
+                # a failed capture can leave CUDA's current stream and (before PyTorch 2.13)
+                # its random generator in capture mode: going on eagerly is not safe
+                said = str(e).strip()
+                reason = said.splitlines()[0][:200] if said else type(e).__name__
+                raise TrainingError(
+                    f"stage {self.stage.name}: CUDA graph capture failed ({reason}); run "
+                    "again with DEEPCLUSTER_CUDA_GRAPHS=0 to train without CUDA graphs"
+                ) from e
+        self.graph.replay()
+        self.replays += 1
+        return None
+
+    @contextmanager
+    def _side_stream(self):
+        """Work on a side stream that starts after, and ends before, the current stream's."""
+        stream = torch.cuda.current_stream(self.trainer.device)
+        if self.side is None:  # one side stream for every warm-up step
+            self.side = torch.cuda.Stream(self.trainer.device)
+        self.side.wait_stream(stream)
+        with torch.cuda.stream(self.side):
+            yield
+        stream.wait_stream(self.side)
+
+    def _capture(self) -> None:
+        data, stage = self.trainer.data, self.stage
+        self.opt.zero_grad(set_to_none=True)  # the backward inside makes the graph's grads
+        self.graph = torch.cuda.CUDAGraph()
+        # on the data's GPU (torch.cuda.graph's own stream would be on the current device,
+        # cuda:0, and a step on cuda:1 would not be recorded) and on the warm-up's stream
+        with torch.cuda.device(self.trainer.device), torch.cuda.graph(self.graph, stream=self.side):
+            parts = stage.loss(data[self.idx], self.idx)
+            parts["loss"].backward()
+            self.opt.step()
+            for k, v in parts.items():
+                self.sums[k].add_(v.detach())
+        # the capture recorded the step and ran none of it: the replay that follows runs it
+
+    def take_sums(self) -> dict[str, Tensor]:
+        out = {k: v.clone() for k, v in self.sums.items()}
+        for v in self.sums.values():
+            v.zero_()
+        return out
 
 
 def _lr_option(stage: str) -> str:
@@ -128,6 +273,7 @@ class Trainer:
         self.resume: dict | None = None
         self.control = control or RunControl()
         self.batch_share = 1.0  # this rank's share of the current global batch (torchrun)
+        self.graph_steps = 0  # steps run as a replayed CUDA graph (GraphStep)
 
     @property
     def stop_signal(self) -> int | None:
@@ -171,7 +317,12 @@ class Trainer:
             yield idx
 
     def _epoch(
-        self, model: nn.Module, stage: Stage, opt: torch.optim.Optimizer, averager=None
+        self,
+        model: nn.Module,
+        stage: Stage,
+        opt: torch.optim.Optimizer,
+        averager=None,
+        graph: GraphStep | None = None,
     ) -> dict[str, Tensor]:
         sums: dict[str, Tensor] = {}
         steps = 0
@@ -180,33 +331,27 @@ class Trainer:
         sync = None
         if distributed.world().active:
             sync = distributed.GradientSync([p for g in opt.param_groups for p in g["params"]])
-        for idx in self.batches(stage):
-            weight = self.batch_share if stage.reduction == "mean" else 1.0
-            rows = stage.batch_rows(idx) if stage.batch_rows else self.data[idx]
-            if stage.before_step is not None:
-                with torch.no_grad():
-                    stage.before_step(rows, idx)
-            parts = stage.loss(rows, idx)
-            if sync is not None and stage.batch_terms and stage.reduction == "sum":
-                parts = _share_batch_terms(parts, stage.batch_terms, self.batch_share)
-            opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            stop = False
-            if sync is not None:  # the global batch's gradient on every rank, and one stop
-                stop = sync(weight, self.control.stop_signal is not None)
-            opt.step()
-            if stage.after_step is not None:
-                with torch.no_grad():
-                    stage.after_step(rows, idx)
-            if averager is not None:
-                averager.update()
+
+        def add(parts: dict[str, Tensor], weight: float) -> None:
             for k, v in parts.items():  # under torchrun the ranks' weighted parts add up
                 v = v.detach() if sync is None or weight == 1.0 else v.detach() * weight
                 if k in sums:
                     sums[k].add_(v)
                 else:
                     sums[k] = v.clone()
+
+        for idx in self.batches(stage):
             steps += 1
+            if graph is not None and len(idx) == graph.batch:
+                parts = graph.step(idx, lambda i: self._step(stage, opt, i, None, None)[0])
+                if parts is not None:
+                    add(parts, 1.0)
+                if self.stop_signal is not None:
+                    return None
+                continue
+            weight = self.batch_share if stage.reduction == "mean" else 1.0
+            parts, stop = self._step(stage, opt, idx, sync, averager)
+            add(parts, weight)
             if sync is not None:
                 if stop:  # decided together, so no rank waits on a collective alone
                     signum = int(distributed.all_reduce_max(self.control.stop_signal or 0))
@@ -214,7 +359,34 @@ class Trainer:
                     return None
             elif self.stop_signal is not None:
                 return None
+        if graph is not None:
+            for k, v in graph.take_sums().items():
+                sums[k] = sums[k] + v if k in sums else v
         return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    def _step(self, stage: Stage, opt, idx: Tensor, sync, averager):
+        """One eager optimisation step on the rows ``idx``; returns (loss parts, whether the
+        ranks decided to stop)."""
+        weight = self.batch_share if stage.reduction == "mean" else 1.0
+        rows = stage.batch_rows(idx) if stage.batch_rows else self.data[idx]
+        if stage.before_step is not None:
+            with torch.no_grad():
+                stage.before_step(rows, idx)
+        parts = stage.loss(rows, idx)
+        if sync is not None and stage.batch_terms and stage.reduction == "sum":
+            parts = _share_batch_terms(parts, stage.batch_terms, self.batch_share)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        stop = False
+        if sync is not None:  # the global batch's gradient on every rank, and one stop
+            stop = sync(weight, self.control.stop_signal is not None)
+        opt.step()
+        if stage.after_step is not None:
+            with torch.no_grad():
+                stage.after_step(rows, idx)
+        if averager is not None:
+            averager.update()
+        return parts, stop
 
     def run(self, model: nn.Module, stage: Stage) -> list[dict]:
         """Train ``model`` for ``stage.epochs`` epochs (+1 averaging epoch if asked).
@@ -233,12 +405,13 @@ class Trainer:
             model.eval()
             return []
         model.train()
-        opt = make_optimizer(stage.params, stage)
+        graphed = graph_eligible(stage, self.device)
+        opt = make_optimizer(stage.params, stage, capturable=graphed)
         first_epoch = 0
         current = resume.get("current")
         if current is not None and current["index"] == index:
             model.load_state_dict(current["module"])
-            opt.load_state_dict(current["optimizer"])
+            load_optimizer_state(opt, current["optimizer"], capturable=graphed)
             first_epoch = int(current["epoch"])
             self.resume = None  # everything after this point trains normally
         w = distributed.world()
@@ -248,7 +421,14 @@ class Trainer:
             distributed.broadcast_module(model)
             with self._rank_rng(w, index):
                 return self._run(model, stage, opt, index, first_epoch)
-        return self._run(model, stage, opt, index, first_epoch)
+        graph = None
+        if graphed:
+            graph = GraphStep(self, stage, opt, max(1, min(stage.batch_size, len(self.data))))
+        try:
+            return self._run(model, stage, opt, index, first_epoch, graph)
+        finally:
+            if graph is not None:
+                self.graph_steps += graph.replays
 
     @contextmanager
     def _rank_rng(self, w, index: str):
@@ -260,7 +440,7 @@ class Trainer:
             torch.manual_seed((torch.initial_seed() + 7919 * (w.rank + 1) + int(index)) % 2**63)
             yield
 
-    def _run(self, model, stage, opt, index, first_epoch) -> list[dict]:
+    def _run(self, model, stage, opt, index, first_epoch, graph=None) -> list[dict]:
         rows: list[dict] = []
         total = stage.epochs + (1 if stage.average is not None else 0)
         # the last good parameters, to restore if the loss turns NaN: one buffer per run,
@@ -284,7 +464,7 @@ class Trainer:
                     stage.on_epoch_start(epoch)
                 t0 = time.perf_counter()
                 averager = ParameterAverager(stage.average) if averaging else None
-                means = self._epoch(model, stage, opt, averager)
+                means = self._epoch(model, stage, opt, averager, graph if not averaging else None)
                 if means is None:  # stop requested mid-epoch: redo this epoch on resume
                     self.history.extend(rows)
                     raise self._stop(index, epoch, model, opt, good if averaging else None)

@@ -147,6 +147,7 @@ def pretrain_autoencoder(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            graph=True,  # the loss reads only the autoencoder's parameters and the data
         ),
     )
     return ae

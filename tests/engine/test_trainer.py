@@ -119,3 +119,101 @@ def test_step_learning_rate_decay_and_hooks_are_called():
     )
     Trainer(data).run(model, stage)
     assert epochs_started == [0, 1, 2] and steps == [128] * 6
+
+
+def test_only_plain_adam_stages_marked_graph_on_a_cuda_device_are_captured(monkeypatch):
+    """CUDA-graph capture (GraphStep) is decided without a GPU: a torch.device("cuda") object
+    needs none. Everything a replayed graph cannot follow keeps the stage eager."""
+    from deepcluster_cli.engine.trainer import graph_eligible
+
+    model = nn.Linear(3, 1)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+
+    def stage(**kw):
+        return Stage("s", mse(model), model.parameters(), epochs=1, **{"graph": True, **kw})
+
+    monkeypatch.delenv("DEEPCLUSTER_CUDA_GRAPHS", raising=False)
+    assert graph_eligible(stage(), cuda)
+    assert graph_eligible(stage(optimizer="adamw"), cuda)
+    assert not graph_eligible(stage(), cpu)
+    assert not graph_eligible(stage(graph=False), cuda)
+    for kw in (
+        {"optimizer": "sgd"},
+        {"lr_decay_every": 5, "lr_decay": 0.5},
+        {"batch_rows": lambda idx: idx},
+        {"on_epoch_start": lambda epoch: None},
+        {"before_step": lambda rows, idx: None},
+        {"after_step": lambda rows, idx: None},
+        {"average": model},
+    ):
+        assert not graph_eligible(stage(**kw), cuda), kw
+    for off in ("0", "off", "False", "no"):
+        monkeypatch.setenv("DEEPCLUSTER_CUDA_GRAPHS", off)
+        assert not graph_eligible(stage(), cuda)
+    monkeypatch.setenv("DEEPCLUSTER_CUDA_GRAPHS", "1")
+    assert graph_eligible(stage(), cuda)
+
+
+def test_autoencoder_pretraining_is_marked_for_graph_capture(monkeypatch):
+    """Its loss reads only the autoencoder's parameters and the rows (tests/test_gpu.py runs
+    it replayed on a GPU); on the CPU it trains eagerly."""
+    from deepcluster_cli.methods.base import pretrain_autoencoder
+    from deepcluster_cli.nn.mlp import AEConfig
+
+    seen = []
+    run = Trainer.run
+    monkeypatch.setattr(Trainer, "run", lambda self, m, s: seen.append(s) or run(self, m, s))
+    tr = Trainer(torch.rand(40, 6))
+    pretrain_autoencoder(tr, AEConfig(n_features=6, arch=(8,), latent=2), epochs=2, lr=1e-3,
+                         batch_size=16)  # fmt: skip
+    assert [s.graph for s in seen] == [True]
+    assert tr.graph_steps == 0 and len(tr.history) == 2
+
+
+def test_a_failed_graph_capture_stops_the_run_with_the_way_around_it(monkeypatch):
+    """Where a capture fails (a driver, an operation a graph refuses), going on eagerly is not
+    safe (CUDA's stream and, before PyTorch 2.13, its generator can be left in capture mode):
+    the run stops with one line naming the switch that avoids graphs. Simulated on the CPU:
+    the stage is made eligible, the warm-up's side stream is a no-op, the capture raises."""
+    from contextlib import nullcontext
+
+    from deepcluster_cli.engine import trainer as tm
+
+    def broken(self):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(tm, "graph_eligible", lambda stage, device: stage.graph)
+    monkeypatch.setattr(tm.GraphStep, "_side_stream", lambda self: nullcontext())
+    monkeypatch.setattr(tm.GraphStep, "_capture", broken)
+    data, model = linear_problem()
+    tr = Trainer(data)
+    stage = Stage("fit", mse(model), model.parameters(), epochs=3, batch_size=32, lr=0.05,
+                  graph=True)  # fmt: skip
+    with pytest.raises(TrainingError) as err:
+        tr.run(model, stage)
+    assert str(err.value) == (
+        "stage fit: CUDA graph capture failed (operation not permitted when stream is "
+        "capturing); run again with DEEPCLUSTER_CUDA_GRAPHS=0 to train without CUDA graphs"
+    )
+    assert tr.graph_steps == 0
+
+
+def test_a_resumed_stage_keeps_this_runs_capturable_setting():
+    """A state saved without CUDA graphs (on the CPU, or with them off) carries
+    capturable=False; loaded as it is into a graphed stage's optimiser, Adam's capture check
+    would fail. load_optimizer_state keeps this run's setting, both ways."""
+    from deepcluster_cli.engine.trainer import load_optimizer_state, make_optimizer
+
+    _, model = linear_problem()
+    stage = Stage("s", mse(model), model.parameters(), epochs=1)
+    plain = make_optimizer(model.parameters(), stage)
+    model.weight.grad = torch.ones_like(model.weight)
+    model.bias.grad = torch.ones_like(model.bias)
+    plain.step()
+    saved = plain.state_dict()
+    for capturable in (True, False):
+        opt = make_optimizer(model.parameters(), stage, capturable=capturable)
+        load_optimizer_state(opt, saved, capturable=capturable)
+        assert [g["capturable"] for g in opt.param_groups] == [capturable]
+        assert opt.state_dict()["state"][0]["exp_avg"].equal(saved["state"][0]["exp_avg"])
+    assert saved["param_groups"][0]["capturable"] is False  # the saved state is not changed
