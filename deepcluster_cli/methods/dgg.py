@@ -207,7 +207,7 @@ class DGG(VaDE):
             model.gmm_logvars.copy_(with_encoder_variance(logvars, one_hot, enc_logvar))
             model.pi_logits.copy_(torch.log(pi.clamp_min(1e-10)))
         init_classifier(
-            model.classifier, torch.log(pi.clamp_min(1e-10)), means, logvars.exp().mean()
+            model.classifier, torch.log(pi.clamp_min(1e-10)), means, logvars.exp().mean(), z
         )
         ctx.trainer.run(
             model,

@@ -88,10 +88,19 @@ class GMVAE(nn.Module):
     ``pi_logits`` (k,), ``means`` (k, d), ``logvars`` (k, d, clamped when used)."""
 
     def __init__(
-        self, ae: Autoencoder, n_clusters: int, *, likelihood: str, lam: float, classifier: bool
+        self,
+        ae: Autoencoder,
+        n_clusters: int,
+        *,
+        likelihood: str,
+        lam: float,
+        classifier: bool,
+        classifier_layers: int | None = None,
     ):
         super().__init__()
         d, k = ae.cfg.latent, n_clusters
+        if classifier and classifier_layers is None:
+            classifier_layers = classifier_depth(d, k)
         self.ae = ae
         self.likelihood = likelihood
         self.lam = lam
@@ -101,12 +110,13 @@ class GMVAE(nn.Module):
             "likelihood": likelihood,
             "lam": lam,
             "classifier": classifier,
+            "classifier_layers": classifier_layers if classifier else 0,
         }
         self.pi_logits = nn.Parameter(torch.zeros(k))
         self.means = nn.Parameter(torch.zeros(k, d))
         self.gmm_logvars = nn.Parameter(torch.zeros(k, d))
-        # q(c|z) = softmax(W z + b), one linear layer as in DGG's code (10 -> 10 on MNIST)
-        self.classifier = nn.Linear(d, k) if classifier else None
+        # q(c|z) = softmax(f2(z)): d-k (DGG's code: 10 -> 10 on MNIST), d-k-k when k < d
+        self.classifier = classifier_net(d, k, classifier_layers) if classifier else None
 
     def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
         """(log pi (k,), means (k, d), log-variances (k, d))."""
@@ -175,13 +185,43 @@ def match_likelihood(ae: Autoencoder, likelihood: str, x: Tensor) -> tuple[Autoe
     return ae, likelihood
 
 
+def classifier_depth(d: int, k: int) -> int:
+    """Layers of ``q(c|z)`` (the spec's DGG section): ``d-k``, or ``d-k-k`` when k < d."""
+    return 2 if k < d else 1
+
+
+def classifier_net(d: int, k: int, layers: int) -> nn.Module:
+    """``d-k`` (one linear layer) or ``d-k-k`` (ReLU between), logits out."""
+    if layers == 1:
+        return nn.Linear(d, k)
+    if layers == 2:
+        return nn.Sequential(nn.Linear(d, k), nn.ReLU(), nn.Linear(k, k))
+    raise ValueError(f"classifier_layers must be 1 or 2, got {layers}")
+
+
 @torch.no_grad()
-def init_classifier(classifier: nn.Linear, log_pi: Tensor, means: Tensor, var: Tensor) -> None:
+def init_classifier(
+    classifier: nn.Module, log_pi: Tensor, means: Tensor, var: Tensor, z: Tensor
+) -> None:
     """Start ``q(c|z)`` at the posterior of a mixture with one shared isotropic variance
     ``var``, which is linear in z: ``softmax(mu_c . z / var - ||mu_c||^2 / (2 var) + log pi_c)``
-    (the nearest centre for equal weights), whatever the scale of the codes."""
-    classifier.weight.copy_(means / var)
-    classifier.bias.copy_(log_pi - means.pow(2).sum(1) / (2 * var))
+    (the nearest centre for equal weights), whatever the scale of the codes. A ``d-k-k``
+    network gets the same function on the codes ``z``: its first layer gives those logits
+    shifted up until every one is positive on ``z`` (so the ReLU passes them unchanged), its
+    second is the identity (a softmax ignores the shift)."""
+    weight = means / var
+    bias = log_pi - means.pow(2).sum(1) / (2 * var)
+    if isinstance(classifier, nn.Linear):
+        classifier.weight.copy_(weight)
+        classifier.bias.copy_(bias)
+        return
+    first, _, second = classifier
+    logits = z @ weight.T + bias
+    shift = float(torch.clamp(-logits.min(), min=0.0)) + 1.0
+    first.weight.copy_(weight)
+    first.bias.copy_(bias + shift)
+    second.weight.copy_(torch.eye(len(bias), dtype=weight.dtype, device=weight.device))
+    second.bias.zero_()
 
 
 def classifier_stage(
@@ -253,7 +293,7 @@ class VaDE(Method):
             # pi stays uniform, as in the authors' code
         if model.classifier is not None:
             labels = gmm_posterior(z, *model.mixture()).argmax(1)  # the GMM's own labels
-            init_classifier(model.classifier, model.mixture()[0], means, logvars.exp().mean())
+            init_classifier(model.classifier, model.mixture()[0], means, logvars.exp().mean(), z)
             ctx.trainer.run(
                 model,
                 classifier_stage(
@@ -291,6 +331,8 @@ class VaDE(Method):
             likelihood=spec["likelihood"],
             lam=spec["lam"],
             classifier=spec["classifier"],
+            # checkpoints written before d-k-k have one linear layer
+            classifier_layers=spec.get("classifier_layers", 1) if spec["classifier"] else None,
         )
 
     def predict(self, model: nn.Module, x: Tensor) -> Prediction:

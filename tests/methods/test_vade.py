@@ -191,3 +191,46 @@ def test_classifier_option_and_gaussian_likelihood_train_and_assign(blobs):
     from sklearn.metrics import adjusted_rand_score
 
     assert adjusted_rand_score(y, res.labels) > 0.9
+
+
+def _ae(latent: int) -> Autoencoder:
+    return Autoencoder(AEConfig(n_features=5, arch=(8,), latent=latent, variational=True))
+
+
+@pytest.mark.parametrize(("d", "k", "layers"), [(4, 3, 2), (4, 4, 1), (4, 6, 1), (10, 10, 1)])
+def test_the_classifier_is_d_k_or_d_k_k_when_k_is_below_d(d, k, layers):
+    """The spec's DGG section: q(c|z) = softmax(f2(z)), a `d-k` network, or `d-k-k` when
+    k < d; the layer count is stored, so the checkpoint rebuilds the same network."""
+    model = GMVAE(_ae(d), k, likelihood="bernoulli", lam=1.0, classifier=True)
+    linears = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == (
+        [(d, k)] if layers == 1 else [(d, k), (k, k)]
+    )
+    assert model.spec["classifier_layers"] == layers
+    rebuilt = get_method("dgg").build(model.spec)
+    rebuilt.load_state_dict(model.state_dict())  # strict: the same keys and shapes
+
+
+def test_checkpoints_from_before_d_k_k_rebuild_a_linear_classifier():
+    model = GMVAE(_ae(4), 3, likelihood="bernoulli", lam=1.0, classifier=True, classifier_layers=1)
+    spec = {k: v for k, v in model.spec.items() if k != "classifier_layers"}
+    rebuilt = get_method("dgg").build(spec)
+    assert isinstance(rebuilt.classifier, torch.nn.Linear)
+    rebuilt.load_state_dict(model.state_dict())
+
+
+def test_a_d_k_k_classifier_starts_at_the_same_posterior_as_a_linear_one():
+    """init_classifier gives d-k-k the linear start exactly on the codes it is given: the
+    first layer's logits, shifted positive, pass the ReLU; the second layer is the identity."""
+    from deepcluster_cli.methods.vade import classifier_net, init_classifier
+
+    torch.manual_seed(0)
+    z = torch.randn(50, 4) * 3
+    means, log_pi = torch.randn(3, 4), torch.log(T([0.2, 0.3, 0.5]))
+    linear, deep = classifier_net(4, 3, 1), classifier_net(4, 3, 2)
+    for net in (linear, deep):
+        init_classifier(net, log_pi, means, T(0.7), z)
+    expected = gmm_posterior(z, log_pi, means, torch.full((3, 4), math.log(0.7)))
+    with torch.no_grad():
+        assert_close(torch.softmax(linear(z), -1), expected, rtol=1e-4, atol=1e-5)
+        assert_close(torch.softmax(deep(z), -1), expected, rtol=1e-4, atol=1e-5)
