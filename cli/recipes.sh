@@ -9,10 +9,22 @@
 # copy the one you need. Recipes that need a tool which is not installed are skipped.
 set -euo pipefail
 
-labels=${1:?usage: recipes.sh LABELS.csv DATA.csv [LABEL_COLUMN]}
-data=${2:?usage: recipes.sh LABELS.csv DATA.csv [LABEL_COLUMN]}
+if [ $# -lt 2 ]; then
+    echo "usage: recipes.sh LABELS.csv DATA.csv [LABEL_COLUMN]" >&2
+    exit 2  # a usage error, as deepcluster's own
+fi
+labels=$1
+data=$2
 label_column=${3:-label}
-here=$(cd "$(dirname "$0")" && pwd -P)
+self=$0
+while [ -L "$self" ]; do  # linked into a bin folder: follow it to this file in the checkout
+    link=$(readlink "$self")
+    case $link in
+        /*) self=$link ;;
+        *) self=$(dirname "$self")/$link ;;
+    esac
+done
+here=$(cd "$(dirname "$self")" && pwd -P)
 if [ -n "${DEEPCLUSTER_PYTHON:-}" ]; then  # the same choice as cli/deepcluster
     python=$DEEPCLUSTER_PYTHON
 elif [ -x "$here/../.venv/bin/python" ]; then
@@ -30,7 +42,7 @@ tail -n +2 "$labels" | cut -d, -f2 | sort -n | uniq -c
 echo "## labels joined to the input rows on id: join"
 # join needs both inputs sorted on the key; the header lines are dropped first.
 # Output: id,cluster,<the data columns after its id>; here the first 4 fields of each row.
-join -t, -1 1 -2 1 \
+LC_ALL=C join -t, -1 1 -2 1 \
     <(tail -n +2 "$labels" | cut -d, -f1,2 | LC_ALL=C sort -t, -k1,1) \
     <(tail -n +2 "$data" | LC_ALL=C sort -t, -k1,1) |
     cut -d, -f1-4 | sed -n 1,5p  # sed, not head: head would cut the pipe under pipefail
@@ -39,10 +51,14 @@ echo "## the largest cluster's ids: awk"
 big=$(tail -n +2 "$labels" | cut -d, -f2 | sort -n | uniq -c | sort -rn | awk 'NR==1{print $2}')
 awk -F, -v c="$big" 'NR > 1 && $2 == c {print $1}' "$labels" | sed -n 1,5p
 
-echo "## clusters against classes: a pandas one-liner"
-"$python" -c "import pandas as pd, sys; l = pd.read_csv(sys.argv[1]); d = pd.read_csv(sys.argv[2]); \
+if "$python" -c "import pandas" >/dev/null 2>&1; then
+    echo "## clusters against classes: a pandas one-liner"
+    "$python" -c "import pandas as pd, sys; l = pd.read_csv(sys.argv[1]); d = pd.read_csv(sys.argv[2]); \
 print(pd.crosstab(l['cluster'], d[sys.argv[3]].to_numpy(), rownames=['cluster'], colnames=['class']))" \
-    "$labels" "$data" "$label_column"
+        "$labels" "$data" "$label_column"
+else
+    echo "## pandas: not installed for $python, skipped"
+fi
 
 if command -v duckdb >/dev/null 2>&1; then
     echo "## SQL over the files: duckdb"

@@ -20,8 +20,32 @@ STATE: dict[str, Any] = {"debug": False, "progress": None}
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"deepcluster: error: {message}", err=True)
+    """The error line and the exit to raise. Under ``--log-format json`` the line is a JSON
+    object too (``{"event": "error", "time", "message", "exit_code"}``), so a log read with
+    ``jq`` stays parseable when the run fails."""
+    if _json_log():
+        import json
+        import time
+
+        progress = STATE["progress"]
+        since = time.perf_counter() - progress.t0 if progress is not None else 0.0
+        rec = {"event": "error", "time": round(since, 3), "message": message, "exit_code": code}
+        print(json.dumps(rec), file=sys.stderr, flush=True)
+    else:
+        typer.echo(f"deepcluster: error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _json_log() -> bool:
+    """Whether this command logs JSON: its reporter says so, or (an error before the reporter
+    exists) the command line asks for it."""
+    progress = STATE["progress"]
+    if progress is not None:
+        return progress.log_format == "json"
+    argv = sys.argv[1:]
+    return "--log-format=json" in argv or any(
+        a == "--log-format" and b == "json" for a, b in zip(argv, argv[1:])
+    )
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

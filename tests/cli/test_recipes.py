@@ -96,6 +96,34 @@ def test_makefile_example_reruns_only_what_changed(batch_job):
     assert "deepcluster" not in _make(batch_job).stdout
     # a dry run with the settings unchanged lists no command
     assert "deepcluster" not in _make(batch_job, "-n").stdout
+    # another input redoes every step from it, even a file older than the outputs (its name
+    # is in the stamps; make's dates alone said "nothing to be done")
+    older = batch_job / "older.csv"
+    lines = (batch_job / "digits.csv").read_text().splitlines(keepends=True)
+    older.write_text("".join(lines[:301]))
+    os.utime(older, (0, 0))
+    plan = _make(batch_job, f"DATA={older}", "-n").stdout
+    for step in ("pretrain", "train", "assign", "evaluate"):
+        assert f"deepcluster {step}" in plan, step
+    # another ground truth scores again and trains nothing
+    plan = _make(batch_job, "TRUTH=", "-n").stdout
+    assert "deepcluster evaluate" in plan and "--data" in plan
+    assert "deepcluster train" not in plan and "deepcluster assign" not in plan
+    # a method on the input features takes no autoencoder
+    plan = _make(batch_job, "METHOD=kmeans", "-n").stdout
+    assert "deepcluster train" in plan and "-m kmeans" in plan
+    assert "--pretrained" not in plan and "deepcluster pretrain" not in plan
+    assert {p.name: p.read_bytes() for p in batch_job.glob("*.settings")} == stamps
+
+
+@needs_make
+def test_makefile_example_runs_a_method_on_the_features_without_an_autoencoder(tmp_path):
+    """METHOD=kmeans (or cm) failed: the job passed --pretrained to every method."""
+    r = _make(tmp_path / "out", "METHOD=kmeans")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / "out" / "ae.pt").exists()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["n"] == 1797
 
 
 @needs_make
@@ -267,3 +295,19 @@ def test_show_completion_prints_a_bash_script_that_completes_commands():
         env={**ask, "COMP_WORDS": "deepcluster tr"},
     )
     assert r.stdout.split() == ["train"], r.stderr
+
+
+def test_an_error_under_log_format_json_is_a_json_line_too(cli, digits_csv, tmp_path):
+    """docs/recipes.md reads the log with jq; a plain error line broke that when a run failed."""
+    for args in (
+        [digits_csv, *COLS, "-m", "aekm", "-k", 5000],  # found after the reporter exists
+        [tmp_path / "missing.csv", "-m", "aekm", "-k", 3],
+    ):
+        r = cli("train", *args, "--log-format", "json", "-o", tmp_path / "m.pt")
+        assert r.exit_code == 2
+        records = [json.loads(line) for line in r.stderr.splitlines()]
+        assert records[-1]["event"] == "error" and records[-1]["exit_code"] == 2
+        assert "5000" in records[-1]["message"] or "missing.csv" in records[-1]["message"]
+        assert not (tmp_path / "m.pt").exists()
+    r = cli("train", tmp_path / "missing.csv", "-m", "aekm", "-k", 3, "-o", tmp_path / "m.pt")
+    assert r.stderr.startswith("deepcluster: error: ")  # text logs keep the plain line
