@@ -27,7 +27,8 @@ demo: install
 		--pretrained $(DEMO)/ae.pt -o $(DEMO)/model.pt
 	$(BIN)/deepcluster assign $(DEMO)/model.pt $(DEMO)/digits.csv $(COLS) \
 		-o $(DEMO)/labels.csv
-	$(BIN)/deepcluster evaluate $(DEMO)/labels.csv --truth $(DEMO)/digits.csv --label-column label
+	$(BIN)/deepcluster evaluate $(DEMO)/labels.csv --truth $(DEMO)/digits.csv \
+		--label-column label --id-column image_id
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from deepcluster_cli.commands.common import check_outputs, handle_errors, split_list
 from deepcluster_cli.engine.launch import refuse
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @handle_errors
@@ -49,7 +52,11 @@ def evaluate(
     ] = None,
     id_column: Annotated[
         Optional[str],
-        typer.Option("--id-column", help="Row identifier column of --data: never a feature."),
+        typer.Option(
+            "--id-column",
+            help="Row identifier column of --data (never a feature) and, where it has one, of "
+            "--truth: their rows are matched to LABELS' id column by it, not by position.",
+        ),
     ] = None,
     out_format: Annotated[
         str, typer.Option("--format", help="table, json, csv or markdown.")
@@ -84,12 +91,13 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score cluster labels: ACC (Hungarian), NMI, ARI, purity, sizes; internal scores with --data."""
+    import dataclasses
     from pathlib import Path
 
     import numpy as np
 
     from deepcluster_cli.errors import DataError, UsageError
-    from deepcluster_cli.io import atomic_path, read_labels, read_table
+    from deepcluster_cli.io import atomic_path, read_table
     from deepcluster_cli.io.formats import detect_format
     from deepcluster_cli.metrics import cluster_sizes, external_scores, internal_scores
     from deepcluster_cli.plots import MISSING, have_matplotlib
@@ -120,15 +128,12 @@ def evaluate(
     for path in (labels, truth, data, embedding):  # --format is the report's here, so no
         if path is not None:  # input's format can be overridden: the message says so
             detect_format(path, override=None)
-    pred = read_labels(labels, column=cluster_column, option="--cluster-column")
+    pred, pred_ids = _predictions(labels, cluster_column, with_ids=id_column is not None)
     scores: dict = {}
     y = None
     if truth is not None:
-        y = read_labels(truth, column=label_column)
-        if len(y) != len(pred):
-            raise DataError(
-                f"{labels} has {len(pred)} rows but {truth} has {len(y)}; they must align row by row"
-            )
+        y, truth_ids = _truth(truth, label_column, id_column)
+        y = match_rows(pred_ids, truth_ids, y, labels, truth, len(pred))
         scores.update(external_scores(y, pred))
     table = None
     if data is not None:
@@ -139,6 +144,15 @@ def evaluate(
             id_column=id_column,
             label_column=label_column if truth is None or data == truth else None,
         )
+        if pred_ids is not None and table.ids is not None:
+            rows = np.arange(table.n_rows)
+            rows = match_rows(pred_ids, table.ids, rows, labels, data, len(pred))
+            table = dataclasses.replace(
+                table,
+                features=np.ascontiguousarray(table.features[rows]),
+                ids=table.ids[rows],
+                labels=None if table.labels is None else table.labels[rows],
+            )
         if len(table.features) != len(pred):
             raise DataError(f"{labels} has {len(pred)} rows but {data} has {len(table.features)}")
         scores.update(internal_scores(table.features, pred))
@@ -169,6 +183,85 @@ def evaluate(
                 Path(tmp).write_text(text, encoding="utf-8")
     if output is None:  # stdout last, once the report is in place
         typer.echo(text, nl=False)
+
+
+def _predictions(path: str, column, *, with_ids: bool):
+    """LABELS' clusters and, when ``with_ids`` and the file has one, its ``id`` column (what
+    train --labels and assign write)."""
+    from deepcluster_cli.errors import DataError
+    from deepcluster_cli.io.readers import read_ids_and_labels
+
+    if with_ids:
+        try:
+            got = read_ids_and_labels(
+                path, column=column, id_column="id", option="--cluster-column"
+            )
+            return got.labels, got.ids
+        except DataError:  # no id column (or an array file): rows are matched by position
+            pass
+    got = read_ids_and_labels(path, column=column, option="--cluster-column")
+    return got.labels, None
+
+
+def _truth(path: str, column, id_column):
+    """The ground truth and, when ``--id-column`` names a column of this file, its ids."""
+    from deepcluster_cli.errors import DataError
+    from deepcluster_cli.io.readers import read_ids_and_labels
+
+    if id_column is not None:
+        try:
+            got = read_ids_and_labels(path, column=column, id_column=id_column)
+            return got.labels, got.ids
+        except DataError as exc:
+            if f"no column '{id_column}'" not in str(exc) and "no id column" not in str(exc):
+                raise
+    return read_ids_and_labels(path, column=column).labels, None
+
+
+def match_rows(
+    pred_ids, other_ids, values: np.ndarray, labels: str, other: str, n: int
+) -> np.ndarray:
+    """``values`` (one per row of ``other``) in the order of LABELS' ``n`` rows.
+
+    With ids on both sides, each LABELS row takes the ``other`` row of the same id (LABELS
+    may hold a subset, e.g. one ``assign --shard``); ids that are LABELS' row numbers (what
+    assign writes without --id-column) and match none of ``other``'s mean row order. Without
+    ids the rows must align one to one, by position.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from deepcluster_cli.errors import DataError
+
+    if pred_ids is not None and other_ids is not None:
+        a = np.asarray(pred_ids).astype(str)
+        b = np.asarray(other_ids).astype(str)
+        if len(a) == len(b) and np.array_equal(a, b):
+            return values
+        index = pd.Index(b)
+        if not index.is_unique:
+            dup = index[index.duplicated()][0]
+            raise DataError(
+                f"{other}: the id {str(dup)!r} is on more than one row; ids must be unique"
+            )
+        pos = index.get_indexer(a)
+        missing = pos < 0
+        row_numbers = np.array_equal(a, np.arange(len(a)).astype(str))
+        if not missing.any():
+            return values[pos]
+        if not (missing.all() and row_numbers):
+            raise DataError(
+                f"{missing.sum()} of the {len(a)} ids of {labels} are not in {other} "
+                f"(the first: {str(a[missing][0])!r}); is --id-column the column the labels' ids "
+                "came from?"
+            )
+        # LABELS' ids are its row numbers: match by position
+    if len(values) != n:
+        raise DataError(
+            f"{labels} has {n} rows but {other} has {len(values)}; they must align row by row "
+            "(or match by id: --id-column, with an id column in both)"
+        )
+    return values
 
 
 def _document(report, pred, y, table, ckpt, doc_format, sources: dict) -> str:

@@ -374,3 +374,58 @@ def test_on_a_terminal_training_shows_a_rich_bar_with_the_loss_and_the_time_left
     assert "3/3" in screen and "loss=" in screen  # epochs and loss parts
     assert "0:00:0" in screen  # elapsed and remaining time
     assert "[pretrain] epoch" not in screen  # not the line-per-epoch log
+
+
+def _digits_labels(digits_csv, path, rows=None, order=None):
+    """A labels file as assign writes it (id,cluster) whose clusters are the true classes
+    (of ``rows``, in ``order``)."""
+    d = pd.read_csv(digits_csv)[["image_id", "label"]]
+    if rows is not None:
+        d = d.iloc[rows]
+    if order is not None:
+        d = d.iloc[order]
+    d.rename(columns={"image_id": "id", "label": "cluster"}).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_matches_rows_by_id_with_id_column(cli, digits_csv, tmp_path):
+    """Labels sorted by cluster (`sort -t, -k2` of docs/getting-started.md) scored by
+    position against the data's order are nonsense (ACC ~0.1, exit 0); with --id-column the
+    rows are matched on the labels' id column, for --truth and --data alike."""
+    order = np.argsort(pd.read_csv(digits_csv)["label"].to_numpy(), kind="stable")
+    shuffled = _digits_labels(digits_csv, tmp_path / "sorted.csv", order=order)
+
+    def scores(*opts):
+        r = cli("evaluate", shuffled, *opts, "--format", "json")
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)["scores"]
+
+    by_position = scores("--truth", digits_csv, "--label-column", "label")
+    assert by_position["acc"] < 0.3
+    by_id = scores("--truth", digits_csv, "--label-column", "label", "--id-column", "image_id")
+    assert by_id["acc"] == 1.0 and by_id["ari"] == 1.0
+    inner = scores("--data", digits_csv, "--label-column", "label", "--id-column", "image_id")
+    in_order = _digits_labels(digits_csv, tmp_path / "ordered.csv")
+    r = cli("evaluate", in_order, "--data", digits_csv, "--label-column", "label",
+            "--id-column", "image_id", "--format", "json")  # fmt: skip
+    assert json.loads(r.stdout)["scores"] == pytest.approx(inner, rel=1e-5)
+
+
+def test_evaluate_scores_a_subset_of_rows_by_id_and_refuses_unknown_ids(cli, digits_csv, tmp_path):
+    part = _digits_labels(digits_csv, tmp_path / "part.csv", rows=range(100, 400))
+    opts = ["--truth", digits_csv, "--label-column", "label", "--id-column", "image_id"]
+    r = cli("evaluate", part, *opts, "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 300 and json.loads(r.stdout)["scores"]["acc"] == 1.0
+    bad = tmp_path / "bad.csv"
+    bad.write_text(part.read_text().replace("img0100,", "nope,"))
+    out = tmp_path / "report.json"
+    r = cli("evaluate", bad, *opts, "-o", out)
+    assert r.exit_code == 2 and not out.exists()
+    assert r.stderr.strip().splitlines() == [
+        f"deepcluster: error: 1 of the 300 ids of {bad} are not in {digits_csv} (the first: "
+        "'nope'); is --id-column the column the labels' ids came from?"
+    ]
+    # without --id-column the rows must align one to one
+    r = cli("evaluate", part, "--truth", digits_csv, "--label-column", "label")
+    assert r.exit_code == 2 and "align row by row" in r.stderr
