@@ -152,6 +152,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                 with_restarts = f" with restarts={self.restarts}" if self.restarts > 1 else ""
                 raise ValueError(f"random_state must be from 0 to {top}{with_restarts}, got {seed}")
             return seed
+        if self.random_state is None:
+            # fresh from the OS: numpy's global generator is the one the last fit seeded, so a
+            # draw from it repeated that fit's successor on every run of a program
+            return int(np.random.SeedSequence().entropy % (max_seed(self.restarts) + 1))
         return int(check_random_state(self.random_state).randint(_SEED_BOUND))
 
     def fit(self, X, y=None) -> DeepClusterer:
@@ -177,7 +181,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         from deepcluster_cli.pipeline import fit, predict_tensor
 
         # float32, as the CLI reads its files: a float64 value beyond float32's range is refused
-        X = validate_data(self, X, dtype=np.float32)
+        with np.errstate(over="ignore"):  # the cast's overflow is the ValueError below
+            X = validate_data(self, X, dtype=np.float32)
         n = X.shape[0]
         k = self.n_clusters
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 2:
@@ -208,14 +213,17 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                     )
             else:
                 scaler = Scaler(self.scale).fit(X)
-            device = resolve_device(self.device)
+            device = resolve_device(
+                str(self.device) if isinstance(self.device, torch.device) else self.device
+            )
+            seed = self._seed()
             with denormals_flushed_during():  # the caller's thread gets its mode back after
                 result = fit(
                     scaler.transform(X),
                     method=m.name,
                     n_clusters=int(k),
                     config=cfg,
-                    seed=self._seed(),
+                    seed=seed,
                     device=device,
                     pretrained=ae_ckpt,
                     restarts=self.restarts,
@@ -231,6 +239,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.device_ = torch.device(device)
         self.history_ = result.history
         self.selection_ = result.selection
+        self.seed_ = seed
         self.labels_ = result.labels.astype(np.int64)
         first = torch.as_tensor(scaler.transform(X[:1]), device=self.device_)
         self._gives_proba = predict_tensor(m, self.model_, first).proba is not None
@@ -241,7 +250,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def _tensor(self, X):
         import torch
 
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        with np.errstate(over="ignore"):  # the cast's overflow is validate_data's ValueError
+            X = validate_data(self, X, dtype=np.float32, reset=False)
         return torch.as_tensor(self.scaler_.transform(X), device=self.device_)
 
     def _predict(self, X):
@@ -258,6 +268,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, **kwargs) -> np.ndarray:
         """Fit on ``X`` and return the training rows' clusters (``labels_``)."""
+        if kwargs:  # fit takes none: refused rather than silently dropped
+            raise TypeError(f"fit_predict() got unexpected arguments: {', '.join(kwargs)}")
         return self.fit(X).labels_
 
     @available_if(_has_proba)

@@ -203,7 +203,6 @@ def test_bad_parameters_are_value_errors_before_training(blobs4, monkeypatch, kw
         DeepClusterer("kmeans", 4, **kwargs).fit(blobs4[0])
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_float64_values_beyond_float32_are_refused_not_trained_on(blobs4):
     x, _ = blobs4
     big = x.astype(np.float64)
@@ -226,3 +225,41 @@ def test_failed_refit_keeps_the_earlier_fit_usable(blobs4):
     np.testing.assert_array_equal(est.predict(x), est.labels_)
     with pytest.raises(ValueError, match="X has 12 features, but DeepClusterer is expecting 6"):
         est.predict(np.c_[x, x])
+
+
+def test_random_state_none_draws_a_fresh_seed_and_records_it(blobs4):
+    """fit seeds numpy's global generator, so a None seed drawn from it was the same on every
+    run of a program after a seeded fit; it comes from the OS now, and seed_ says which."""
+    x, _ = blobs4
+    DeepClusterer("kmeans", n_clusters=4, random_state=0).fit(x)
+    state = np.random.get_state()
+    first = DeepClusterer("kmeans", n_clusters=4, random_state=None).fit(x)
+    np.random.set_state(state)  # the same global state as before the first
+    second = DeepClusterer("kmeans", n_clusters=4, random_state=None).fit(x)
+    assert first.seed_ != second.seed_
+    again = DeepClusterer("kmeans", n_clusters=4, random_state=first.seed_).fit(x)
+    np.testing.assert_array_equal(again.labels_, first.labels_)
+    assert DeepClusterer("kmeans", n_clusters=4, random_state=7).fit(x).seed_ == 7
+
+
+def test_device_may_be_a_torch_device_and_fit_predict_refuses_unknown_arguments(blobs4):
+    x, _ = blobs4
+    est = DeepClusterer("kmeans", n_clusters=4, random_state=0, device=torch.device("cpu"))
+    assert est.fit(x).device_ == torch.device("cpu")
+    with pytest.raises(TypeError, match="unexpected arguments: sample_weight"):
+        est.fit_predict(x, sample_weight=np.ones(len(x)))
+
+
+def test_values_beyond_float32_raise_the_value_error_without_a_cast_warning(blobs4):
+    import warnings
+
+    x, _ = blobs4
+    big = x.astype(np.float64)
+    big[0, 0] = 1e300  # finite in float64, inf in float32
+    est = DeepClusterer("kmeans", n_clusters=4).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="too large"):
+            DeepClusterer("kmeans", n_clusters=4).fit(big)
+        with pytest.raises(ValueError, match="too large"):
+            est.predict(big)
