@@ -35,6 +35,7 @@ from deepcluster_cli.methods.base import (
     ae_config_from_dict,
     to_variational,
 )
+from deepcluster_cli.methods.kmeans import kmeans_centroids
 from deepcluster_cli.nn.gmm import (
     fit_diag_gmm,
     gmm_kl,
@@ -62,12 +63,20 @@ class Config(AEFields):
     gamma_at: str = "sample"  # gamma in the loss at the sampled z (VaDE) or at mu~ ("mean")
     classifier: bool = False  # gamma from a network q(c|z) instead of the GMM posterior
     classifier_epochs: int = 30  # its supervised start on the GMM's labels
+    # the mixture's start on the pretrained codes: a diagonal GMM fit (the authors' MNIST and
+    # HAR) or k-means centres with unit variances (their Reuters-10k)
+    gmm_init: str = "gmm"
+    lr_gmm: float = 0.0  # the mixture's own learning rate (their HAR: 2e-5); 0: lr
     # what to pretrain when no --pretrained is given: a plain AE that gets a fresh
     # log-variance head (the authors' start), or a VAE (N(0, I) prior)
     pretrain: str = "ae"
 
     def validate(self) -> None:
         validate_common(self, "vade")
+        if self.gmm_init not in ("gmm", "kmeans"):
+            raise UsageError(f"vade: gmm_init={self.gmm_init!r}; choose gmm or kmeans")
+        if self.lr_gmm < 0:
+            raise UsageError("vade: lr_gmm must be >= 0 (0: the same as lr)")
 
 
 def validate_common(cfg, name: str) -> None:
@@ -267,8 +276,18 @@ class VaDE(Method):
             "lr_decay": 0.5,
             "likelihood": "gaussian",
             "lam": 0.5,
+            "gmm_init": "kmeans",  # k-means means, variances 1
+            "lr_min": 0.0,
         },
-        "har": {"epochs": 120},
+        # HAR: 120 epochs, Gaussian (5 * 561 * mean-MSE: lambda = 0.1), the mixture at lr
+        # 2e-5, x0.9 every 10 epochs with no floor
+        "har": {
+            "epochs": 120,
+            "likelihood": "gaussian",
+            "lam": 0.1,
+            "lr_gmm": 2e-5,
+            "lr_min": 0.0,
+        },
     }
     test_settings = {
         "arch": (32,),
@@ -285,12 +304,20 @@ class VaDE(Method):
             ae, ctx.n_clusters, likelihood=likelihood, lam=cfg.lam, classifier=cfg.classifier
         ).to(x.device)
         z, enc_logvar = encoder_stats(ae, x)  # (n, d) mu~ and log sigma~^2 of the pretrained VAE
-        ctx.progress.info("diagonal Gaussian mixture on the pretrained codes")
-        _, means, logvars, resp = fit_diag_gmm(z, ctx.n_clusters, seed=ctx.seed)
-        with torch.no_grad():
-            model.means.copy_(means)
-            model.gmm_logvars.copy_(with_encoder_variance(logvars, resp, enc_logvar))
-            # pi stays uniform, as in the authors' code
+        if cfg.gmm_init == "kmeans":
+            ctx.progress.info("k-means on the pretrained codes (unit variances)")
+            means, _ = kmeans_centroids(z, ctx.n_clusters, seed=ctx.seed)
+            logvars = torch.zeros_like(means)
+            with torch.no_grad():
+                model.means.copy_(means)
+                model.gmm_logvars.copy_(logvars)
+        else:
+            ctx.progress.info("diagonal Gaussian mixture on the pretrained codes")
+            _, means, logvars, resp = fit_diag_gmm(z, ctx.n_clusters, seed=ctx.seed)
+            with torch.no_grad():
+                model.means.copy_(means)
+                model.gmm_logvars.copy_(with_encoder_variance(logvars, resp, enc_logvar))
+        # pi stays uniform, as in the authors' code
         if model.classifier is not None:
             labels = gmm_posterior(z, *model.mixture()).argmax(1)  # the GMM's own labels
             init_classifier(model.classifier, model.mixture()[0], means, logvars.exp().mean(), z)
@@ -306,12 +333,20 @@ class VaDE(Method):
             rec, lat = nll.mean(), kl.mean()
             return {"loss": rec + lat, "recon": rec, "kl": lat}
 
+        params = list(model.parameters())
+        if cfg.lr_gmm > 0:  # the authors' two Adam optimisers: the mixture at its own rate
+            mixture = {"pi_logits", "means", "gmm_logvars"}
+            named = list(model.named_parameters())
+            params = [
+                {"params": [p for n, p in named if n not in mixture]},
+                {"params": [p for n, p in named if n in mixture], "lr": cfg.lr_gmm},
+            ]
         ctx.trainer.run(
             model,
             Stage(
                 name="vade",
                 loss=loss,
-                params=model.parameters(),
+                params=params,
                 epochs=cfg.epochs,
                 batch_size=cfg.batch_size,
                 lr=cfg.lr,

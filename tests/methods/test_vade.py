@@ -234,3 +234,57 @@ def test_a_d_k_k_classifier_starts_at_the_same_posterior_as_a_linear_one():
     with torch.no_grad():
         assert_close(torch.softmax(linear(z), -1), expected, rtol=1e-4, atol=1e-5)
         assert_close(torch.softmax(deep(z), -1), expected, rtol=1e-4, atol=1e-5)
+
+
+def _stages(monkeypatch):
+    """Every Stage the trainer is given, in order (the runs still happen)."""
+    from deepcluster_cli.engine.trainer import Trainer
+
+    seen = []
+    run = Trainer.run
+    monkeypatch.setattr(Trainer, "run", lambda self, m, s: seen.append(s) or run(self, m, s))
+    return seen
+
+
+def test_vade_kmeans_start_has_unit_variances_and_lr_gmm_its_own_group(blobs, monkeypatch):
+    """The authors' per-set starts (spec/authors-code.md, vade): Reuters-10k puts the
+    mixture at k-means centres with variances 1; HAR trains the mixture at its own rate."""
+    x, _ = blobs
+    x = (x - x.mean(0)) / x.std(0)
+    base = {**get_method("vade").test_settings, "epochs": 0}
+    res = fit(x, method="vade", n_clusters=3, layers=[("t", {**base, "gmm_init": "kmeans"})])
+    assert_close(res.model.gmm_logvars.detach(), torch.zeros(3, 4))
+    plain = fit(x, method="vade", n_clusters=3, layers=[("t", base)])
+    assert not torch.allclose(plain.model.gmm_logvars, torch.zeros(3, 4))
+    seen = _stages(monkeypatch)
+    fit(x, method="vade", n_clusters=3, layers=[("t", {**base, "epochs": 1, "lr_gmm": 2e-5})])
+    groups = seen[-1].params
+    assert [g["lr"] for g in groups] == [2e-3, 2e-5]  # the optimiser fills in lr
+    assert sum(p.numel() for p in groups[1]["params"]) == 3 + 2 * 3 * 4  # pi, means, logvars
+
+
+def test_vade_and_dgg_presets_hold_the_authors_per_set_settings():
+    from deepcluster_cli.config import build_config
+
+    vade, dgg = get_method("vade"), get_method("dgg")
+    reuters = build_config(vade.Config, [("p", vade.presets["reuters10k"])])
+    assert (reuters.gmm_init, reuters.lam, reuters.lr_min) == ("kmeans", 0.5, 0.0)
+    har = build_config(vade.Config, [("p", vade.presets["har"])])
+    assert (har.epochs, har.lam, har.lr_gmm, har.lr_min) == (120, 0.1, 2e-5, 0.0)
+    dgg_reuters = build_config(dgg.Config, [("p", dgg.presets["reuters10k"])])
+    assert (dgg_reuters.optimizer, dgg_reuters.momentum, dgg_reuters.lr) == ("sgd", 0.9, 2e-3)
+    with pytest.raises(UsageError, match="gmm_init"):
+        build_config(vade.Config, [("p", {"gmm_init": "random"})])
+    with pytest.raises(UsageError, match="optimizer"):
+        build_config(dgg.Config, [("p", {"optimizer": "rmsprop"})])
+
+
+def test_dgg_trains_with_sgd_when_asked(blobs, monkeypatch):
+    x, _ = blobs
+    x = (x - x.mean(0)) / x.std(0)
+    seen = _stages(monkeypatch)
+    settings = {**get_method("dgg").test_settings, "optimizer": "sgd", "momentum": 0.9}
+    res = fit(x, method="dgg", n_clusters=3, layers=[("t", settings)])
+    stage = [s for s in seen if s.name == "dgg"][0]
+    assert (stage.optimizer, stage.momentum) == ("sgd", 0.9)
+    assert np.isfinite([r["loss"] for r in res.history if r["stage"] == "dgg"]).all()
