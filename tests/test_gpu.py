@@ -153,6 +153,10 @@ def test_a_replayed_graph_draws_noise_and_repeats_with_the_seed(gpu, monkeypatch
         _pretrain(x, cfg, graphs=g, monkeypatch=monkeypatch, noise=0.2, epochs=8)
         for g in (True, True, False)
     ]
+    if torch.device(gpu).type == "cuda":  # the replays happened (8 epochs x 15 full batches)
+        from deepcluster_cli.engine.trainer import GraphStep
+
+        assert runs[0][0].graph_steps == 8 * 15 - GraphStep.WARMUP
     for a, b in zip(runs[0][1].state_dict().values(), runs[1][1].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     graph_losses = [r["loss"] for r in runs[0][0].history]

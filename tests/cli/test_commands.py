@@ -150,7 +150,8 @@ def test_generate_centroids_and_interpolation(cli, trained, tmp_path):
     assert r.exit_code == 0, r.stderr
     df = pd.read_csv(out)
     assert len(df) == 10 and df.columns[0] == "cluster" and df.shape[1] == 65
-    # minmax undone: values back in the raw digits range
+    # the fixture's pixels lie in [0, 1]: the scale is checked on raw pixels in
+    # test_generated_rows_are_mapped_back_to_the_input_scale
     assert df.iloc[:, 1:].to_numpy().max() <= 1.0 + 1e-4
     out2 = tmp_path / "i.npy"
     r = cli("generate", trained, "--mode", "interpolate", "--between", "0,3", "-n", 7, "-o", out2)
@@ -429,3 +430,28 @@ def test_evaluate_scores_a_subset_of_rows_by_id_and_refuses_unknown_ids(cli, dig
     # without --id-column the rows must align one to one
     r = cli("evaluate", part, "--truth", digits_csv, "--label-column", "label")
     assert r.exit_code == 2 and "align row by row" in r.stderr
+
+
+def test_generated_rows_are_mapped_back_to_the_input_scale(cli, digits_csv, tmp_path):
+    """generate undoes the scaling the model was trained with: on pixels of 3..19 (outside
+    [0, 1], unlike the digits fixture) decoded centroids come back in that range, not in the
+    minmax-scaled [0, 1] the network works in."""
+    df = pd.read_csv(digits_csv)
+    pixels = [c for c in df.columns if c.startswith("px")]
+    df[pixels] = df[pixels] * 16 + 3
+    data = tmp_path / "raw.csv"
+    df.to_csv(data, index=False)
+    ae, model = tmp_path / "ae.pt", tmp_path / "m.pt"
+    tiny = ["--arch", "32", "--latent", "4", "--epochs", "3", "--threads", "1"]
+    r = cli("pretrain", data, *COLS, "--scale", "minmax", *tiny, "-o", ae, "-q")
+    assert r.exit_code == 0, r.stderr
+    r = cli("train", data, *COLS, "-m", "aekm", "-k", 4, "--pretrained", ae, "-o", model, "-q")
+    assert r.exit_code == 0, r.stderr
+    out = tmp_path / "c.csv"
+    r = cli("generate", model, "--mode", "centroids", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    x = pd.read_csv(out)[pixels].to_numpy()
+    lo, hi = df[pixels].min().to_numpy(), df[pixels].max().to_numpy()
+    assert x.max() > 5  # not left in [0, 1]
+    varies = hi > lo  # (a constant pixel has no range to map a [0, 1] output onto)
+    assert (x[:, varies] >= lo[varies] - 1e-3).all() and (x[:, varies] <= hi[varies] + 1e-3).all()

@@ -30,9 +30,13 @@ def test_max_time_saves_resumable_state_and_resume_finishes(cli, digits_csv, tmp
     state = tmp_path / "ae.pt.resume"
     assert state.exists()
     assert len(history(state)) == 1  # one epoch done before the budget check
+    first = history(state)[0]
     r = cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 4, "--resume", "-o", out, "-q")
     assert r.exit_code == 0, r.stderr
     assert [row["epoch"] for row in history(out)] == [1, 2, 3, 4]
+    # epoch 1 is the interrupted run's (its time and loss), not trained again: a resume that
+    # ignored the saved state would write the same epoch numbers
+    assert history(out)[0] == first
     assert not state.exists()
 
 
@@ -85,9 +89,11 @@ def test_multi_stage_method_resumes_after_its_pretraining_stage(cli, digits_csv,
     ]
     r = cli(*args, "--max-time", "1e-6")
     assert r.exit_code == 0 and not out.exists()
+    first = history(tmp_path / "m.pt.resume")[0]
     r = cli(*args, "--resume", "--labels", tmp_path / "l.csv")
     assert r.exit_code == 0, r.stderr
     assert [row["epoch"] for row in history(out)] == [1, 2, 3]
+    assert history(out)[0] == first  # carried over from the interrupted run
     assert len(pd.read_csv(tmp_path / "l.csv")) == 1797
 
 

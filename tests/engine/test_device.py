@@ -72,6 +72,21 @@ def test_flushed_only_during_the_block():
     assert not denormals_flushed()
 
 
+@x86
+def test_the_block_flushes_on_x86():
+    """x86 has FTZ/DAZ: inside the block subnormal results really are zero (a block that
+    flushed nothing and said so would pass the test above)."""
+    from deepcluster_cli.engine.device import denormals_flushed_during
+
+    tiny = torch.tensor([1e-30], dtype=torch.float32)
+    torch.set_flush_denormal(False)
+    assert (tiny * 1e-10).item() != 0.0  # a subnormal result, kept
+    with denormals_flushed_during() as able:
+        assert able and denormals_flushed()
+        assert (tiny * 1e-10).item() == 0.0
+    assert (tiny * 1e-10).item() != 0.0
+
+
 def test_the_estimator_leaves_the_callers_mode_alone(blobs):
     from deepcluster_cli import DeepClusterer
 

@@ -121,6 +121,19 @@ def test_step_learning_rate_decay_and_hooks_are_called():
     assert epochs_started == [0, 1, 2] and steps == [128] * 6
 
 
+@pytest.mark.parametrize(
+    ("decay", "lr_min", "gain"), [(0.5, 0.0, 1.75), (1.0, 0.0, 3.0), (0.5, 0.6, 2.2)]
+)
+def test_the_learning_rate_decays_at_the_start_of_every_decay_period(decay, lr_min, gain):
+    """Loss -w with plain SGD, lr 1 halved every epoch, one step an epoch: w gains exactly
+    1 + 0.5 + 0.25 (1 + 1 + 1 without the decay), and the floor lr_min holds it at 0.6."""
+    w = nn.Parameter(torch.zeros(()))
+    stage = Stage("s", lambda rows, idx: {"loss": -w}, [w], epochs=3, batch_size=4, lr=1.0,
+                  optimizer="sgd", lr_decay_every=1, lr_decay=decay, lr_min=lr_min)  # fmt: skip
+    Trainer(torch.zeros(4, 1)).run(nn.ParameterList([w]), stage)
+    assert w.item() == pytest.approx(gain)
+
+
 def test_only_plain_adam_stages_marked_graph_on_a_cuda_device_are_captured(monkeypatch):
     """CUDA-graph capture (GraphStep) is decided without a GPU: a torch.device("cuda") object
     needs none. Everything a replayed graph cannot follow keeps the stage eager."""

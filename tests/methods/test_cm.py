@@ -210,19 +210,25 @@ def test_lsp_criterion_is_e2_plus_e3_on_the_whole_data(blobs):
     assert loss == pytest.approx(e1 + expected + e4, rel=1e-4)
 
 
-def test_restarts_keep_the_lowest_lsp_by_default(blobs):
+@pytest.mark.parametrize("seed", [0, 1, 2])  # the lowest is the 3rd, 2nd and 1st restart
+def test_restarts_keep_the_lowest_lsp_by_default(blobs, seed):
+    """The returned model is the kept restart's (its L_sp is the lowest score), wherever that
+    restart falls: not the first's, not the last's."""
     x = blobs[0]
     res = fit(
         x,
         method="cm",
         n_clusters=3,
         layers=[("t", {**METHOD.test_settings, "init": "random"})],
-        seed=0,
+        seed=seed,
         restarts=3,
     )
     sel = res.selection
     assert sel["criterion"] == "lsp" and len(sel["scores"]) == 3
-    assert sel["kept"] == int(np.argmin(sel["scores"]))
+    assert sel["kept"] == int(np.argmin(sel["scores"])) == 2 - seed
+    assert len(set(np.round(sel["scores"], 3))) == 3  # the restarts differ
+    kept_lsp = METHOD.criterion(res.model, torch.as_tensor(x), "lsp")
+    assert kept_lsp == pytest.approx(sel["scores"][sel["kept"]], rel=1e-5)
 
 
 def test_predict_is_argmax_gamma_and_proba_is_gamma():

@@ -64,6 +64,11 @@ def test_generate_modes_give_rows_in_input_space(name, data):
     x, _ = data
     m = get_method(name)
     res = small_fit(name, x)
+    if not m.generate_modes:  # a method that generates nothing says so (generate exits 2)
+        from deepcluster_cli.errors import UsageError
+
+        with pytest.raises(UsageError, match="cannot generate"):
+            m.generate(res.model, mode="centroids", n=4, cluster=None, between=None)
     for mode in m.generate_modes:
         out = m.generate(res.model, mode=mode, n=4, cluster=None, between=(0, 1))
         assert out.x.shape[1] == x.shape[1]

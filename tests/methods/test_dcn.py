@@ -81,6 +81,29 @@ def test_counts_accumulate_over_training_and_centroids_follow_the_codes(blobs):
     assert res.model.counts.sum().item() == pytest.approx(3 * 1.0 + epochs * n)
 
 
+def test_the_count_based_steps_move_the_centroids_during_training(blobs, monkeypatch):
+    """Without the periodic k-means (kmeans_every=0) only the 1/count steps can move the
+    centroids away from their k-means start: they must move, towards the codes."""
+    from deepcluster_cli.engine.trainer import Trainer
+    from deepcluster_cli.methods.dcn import METHOD
+    from deepcluster_cli.pipeline import fit
+
+    start = {}
+    run = Trainer.run
+
+    def spy(self, model, stage):
+        if stage.name == "dcn":
+            start["c"] = model.centroids.detach().clone()
+        return run(self, model, stage)
+
+    monkeypatch.setattr(Trainer, "run", spy)
+    x = _scaled(blobs)
+    settings = dict(METHOD.test_settings, epochs=4, kmeans_every=0)
+    res = fit(x, method="dcn", n_clusters=3, layers=[("test", settings)], seed=0)
+    moved = (res.model.centroids - start["c"]).norm(dim=1)
+    assert (moved > 1e-4).all(), moved
+
+
 def test_lloyd_starts_from_the_given_centroids():
     z = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
     # converges to the two means, each centroid keeping its own index

@@ -91,11 +91,11 @@ class StageRecorder(Trainer):
         return []
 
 
-def _stage(x, **settings):
+def _stage(x, method=DEC_METHOD, **settings):
     trainer = StageRecorder(x)
     ctx = FitContext(n_clusters=3, trainer=trainer, progress=trainer.progress, seed=0)
     cfg = Config(arch=(8,), latent=2, pretrain_epochs=1, n_init=1, **settings)
-    model = DEC_METHOD.fit(x, cfg, ctx)
+    model = method.fit(x, cfg, ctx)
     return model, trainer.stages[-1]
 
 
@@ -129,6 +129,38 @@ def test_idec_is_registered_with_the_reconstruction_term():
     assert isinstance(get_method("idec"), IDEC)
     assert get_method("idec").reconstruct and not get_method("dec").reconstruct
     assert get_method("dec") is DEC_METHOD
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_idec_loss_is_reconstruction_plus_gamma_kl_and_trains_the_decoder(blobs, reduction):
+    """L = L_R + gamma KL(P || Q): the reconstruction of the rows from their own codes (over
+    the features: averaged by default, as IDEC's Keras mse; summed with recon_reduction=sum),
+    and the decoder among the trained parameters (DEC trains encoder and centroids only)."""
+    from deepcluster_cli.nn.mlp import reconstruction_loss
+
+    x = torch.as_tensor(blobs[0])
+    x = (x - x.min()) / (x.max() - x.min())
+    model, stage = _stage(x, get_method("idec"), gamma=0.3, recon_reduction=reduction)
+    with torch.no_grad():
+        stage.before_step(None, None)
+    idx = torch.arange(40, 90)
+    rows = x[idx]
+    parts = stage.loss(rows, idx)
+    ae = model.ae
+    p = target_distribution(model(x)).detach()[idx]
+    kl = kl_divergence(p, model(rows))
+    rec = reconstruction_loss(ae.decode(ae.encode(rows)), rows, ae.cfg.loss)
+    if reduction == "mean":
+        rec = rec / x.shape[1]
+    assert_close(parts["kl"], kl)
+    assert_close(parts["recon"], rec)
+    assert_close(parts["loss"], rec + 0.3 * kl)
+    trained = {id(p) for p in stage.params}
+    assert all(id(p) in trained for p in ae.decoder.parameters())
+    dec_model, dec_stage = _stage(x)
+    dec_trained = {id(q) for q in dec_stage.params}
+    assert not any(id(p) in dec_trained for p in dec_model.ae.decoder.parameters())
+    assert all(id(p) in dec_trained for p in dec_model.ae.encoder.parameters())
 
 
 @pytest.mark.parametrize(

@@ -149,3 +149,54 @@ def test_every_preset_builds_a_valid_config_and_digits_follows_the_usps_run():
     # the authors' USPS run: Adam 1e-3, gamma 0.001
     assert METHOD.presets["digits"]["gamma"] == 0.001
     assert METHOD.presets["digits"]["optimizer"] == "adam"
+
+
+def test_the_training_stage_of_fit_routes_the_three_update_rules(blobs):
+    """RepNet.fit's own Stage (not a loss rebuilt here): one backward of its loss gives the
+    encoder d(L_R + gamma L_E), the representation network d L_E and the decoder d L_R."""
+    from deepcluster_cli.methods import get_method
+    from deepcluster_cli.methods.base import FitContext
+    from deepcluster_cli.methods.repnet import Config
+    from tests.methods.test_dec import StageRecorder  # keeps the stages, trains nothing
+
+    torch.manual_seed(0)
+    x = torch.as_tensor(blobs[0])
+    x = (x - x.min()) / (x.max() - x.min())
+    trainer = StageRecorder(x)
+    ctx = FitContext(n_clusters=3, trainer=trainer, progress=trainer.progress, seed=0)
+    gamma = 0.3
+    cfg = Config(arch=(8,), latent=3, rep_arch=(7,), pretrain_epochs=1, n_init=1, gamma=gamma)
+    model = get_method("repnet").fit(x, cfg, ctx)
+    stage = trainer.stages[-1]
+    ae, rows = model.ae, x[:30]
+
+    def grads(loss, module):
+        model.zero_grad()
+        loss.backward()
+        return _grads(module)
+
+    routed = stage.loss(rows, torch.arange(30))["loss"]
+    model.zero_grad()
+    routed.backward()
+    got = {
+        name: _grads(m)
+        for name, m in [("enc", ae.encoder), ("dec", ae.decoder), ("net", model.net)]
+    }
+
+    def parts():
+        z = ae.encode(rows)
+        l_r = reconstruction_loss(ae.decode(z), rows, ae.cfg.loss)
+        p = pairwise_similarities(z, 2.0 * 3)
+        q = pairwise_similarities(model.net(z), 1.0)
+        return l_r, embedding_cross_entropy(p, q)
+
+    l_r, l_e = parts()
+    want_enc = grads(l_r + gamma * l_e, ae.encoder)
+    want_net = grads(parts()[1], model.net)
+    want_dec = grads(parts()[0], ae.decoder)
+    for a, b in zip(got["enc"], want_enc):
+        assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(got["net"], want_net):
+        assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(got["dec"], want_dec):
+        assert_close(a, b, rtol=1e-4, atol=1e-6)
