@@ -84,6 +84,14 @@ def train(
             help="Criterion that picks the kept restart (lower is better): loss, or lsp for cm/cnet.",
         ),
     ] = None,
+    shallow: Annotated[
+        bool,
+        typer.Option(
+            "--shallow",
+            help="Cluster the input features themselves, with no autoencoder: ckm's shallow "
+            "form (--set shallow=true); kmeans and cm always do.",
+        ),
+    ] = False,
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     lr: LrOpt = None,
@@ -146,6 +154,16 @@ def train(
         k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None
     }
     layers += option_layers(explicit)
+    if shallow:
+        import dataclasses
+
+        if any(f.name == "shallow" for f in dataclasses.fields(m.Config)):
+            layers.append(("--shallow", {"shallow": True}))
+        elif m.pretrained_unused(build_config(m.Config, layers)) is None:
+            raise UsageError(
+                f"--shallow: {method} has no shallow form (ckm has one; kmeans and cm always "
+                "cluster the input features)"
+            )
     cfg = build_config(m.Config, layers)  # every setting is checked before any work
     check_pretrained_used(m, cfg, pretrained is not None)
     check_selection(m, method, restarts, select)

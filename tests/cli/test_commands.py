@@ -455,3 +455,32 @@ def test_generated_rows_are_mapped_back_to_the_input_scale(cli, digits_csv, tmp_
     assert x.max() > 5  # not left in [0, 1]
     varies = hi > lo  # (a constant pixel has no range to map a [0, 1] output onto)
     assert (x[:, varies] >= lo[varies] - 1e-3).all() and (x[:, varies] <= hi[varies] + 1e-3).all()
+
+
+def test_shallow_option_trains_ckm_on_the_features_and_is_refused_where_there_is_none(
+    cli, blobs_csv, tmp_path
+):
+    """Issue 4 / the spec: `--shallow` runs ckm on the input features (= --set shallow=true);
+    kmeans and cm are shallow already; a deep method with no shallow form is a usage error."""
+    import torch
+
+    from deepcluster_cli.engine.checkpoint import load_checkpoint
+
+    common = ["--label-column", "label", "-k", 3, "-q"]
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    r = cli("train", blobs_csv, "-m", "ckm", "--shallow", "--epochs", 3, *common, "-o", a)
+    assert r.exit_code == 0, r.stderr
+    r = cli("train", blobs_csv, "-m", "ckm", "--set", "shallow=true", "--epochs", 3, *common,
+            "-o", b)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    ca, cb = load_checkpoint(str(a)), load_checkpoint(str(b))
+    assert ca.config["shallow"] is True and ca.config == cb.config
+    assert all(torch.equal(ca.state[k], cb.state[k]) for k in cb.state)  # the same run
+    r = cli("train", blobs_csv, "-m", "kmeans", "--shallow", *common, "-o", tmp_path / "k.pt")
+    assert r.exit_code == 0, r.stderr
+    r = cli("train", blobs_csv, "-m", "dec", "--shallow", *common, "-o", tmp_path / "d.pt")
+    assert r.exit_code == 2 and not (tmp_path / "d.pt").exists()
+    assert r.stderr.strip() == (
+        "deepcluster: error: --shallow: dec has no shallow form (ckm has one; kmeans and cm "
+        "always cluster the input features)"
+    )
