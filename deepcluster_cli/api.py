@@ -33,6 +33,21 @@ _SEED_BOUND = 2**31 - 1
 _INPUT_ATTRS = ("n_features_in_", "feature_names_in_")
 
 
+def _warning_progress(quiet: bool = True):
+    """The trainer's reporter for the API: silent, and a training warning (a cluster emptied
+    at the start, say) is a Python ``UserWarning`` the caller can filter or catch, not a line
+    on stderr."""
+    import warnings
+
+    from deepcluster_cli.engine.progress import Progress
+
+    class WarningProgress(Progress):
+        def warn(self, message: str) -> None:
+            warnings.warn(message, UserWarning, stacklevel=2)
+
+    return WarningProgress(quiet=quiet)
+
+
 def _has_proba(est: DeepClusterer) -> bool:
     # unknown until fitted: scikit-learn's convention is that the method exists then
     return getattr(est, "_gives_proba", True)
@@ -224,6 +239,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                     n_clusters=int(k),
                     config=cfg,
                     seed=seed,
+                    progress=_warning_progress(quiet=True),
                     device=device,
                     pretrained=ae_ckpt,
                     restarts=self.restarts,

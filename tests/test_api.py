@@ -263,3 +263,21 @@ def test_values_beyond_float32_raise_the_value_error_without_a_cast_warning(blob
             DeepClusterer("kmeans", n_clusters=4).fit(big)
         with pytest.raises(ValueError, match="too large"):
             est.predict(big)
+
+
+def test_a_training_warning_is_a_python_warning_not_a_stderr_line(blobs4, monkeypatch, capsys):
+    """The CLI prints `deepcluster: warning: ...`; a library caller gets a UserWarning it can
+    filter or catch (warnings.catch_warnings could not see the printed line)."""
+    import deepcluster_cli.pipeline as pipeline
+
+    real = pipeline.fit
+
+    def fit_that_warns(*args, progress=None, **kwargs):
+        progress.warn("initial cluster sizes are uneven")
+        return real(*args, progress=progress, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit", fit_that_warns)
+    x, _ = blobs4
+    with pytest.warns(UserWarning, match="initial cluster sizes are uneven"):
+        DeepClusterer("kmeans", n_clusters=4, random_state=0).fit(x)
+    assert "warning" not in capsys.readouterr().err
