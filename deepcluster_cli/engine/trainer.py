@@ -185,8 +185,8 @@ class GraphStep:
         if self.graph is None and self.warm < self.WARMUP:
             with self._side_stream():
                 # detached at once: no autograd graph of this step outlives it, so the next
-                # step (and the capture, on its own stream) makes its gradient accumulators
-                # on its own stream (else PyTorch warns of a stream mismatch and syncs)
+                # step and the capture make their gradient accumulators afresh (a stale one
+                # from another stream makes PyTorch warn of a stream mismatch and sync)
                 parts = {k: v.detach() for k, v in eager(idx).items()}
             self.warm += 1
             for k, v in parts.items():  # the accumulators, made outside the graph
