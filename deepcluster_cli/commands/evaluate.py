@@ -128,11 +128,14 @@ def evaluate(
     for path in (labels, truth, data, embedding):  # --format is the report's here, so no
         if path is not None:  # input's format can be overridden: the message says so
             detect_format(path, override=None)
-    pred, pred_ids = _predictions(labels, cluster_column, with_ids=id_column is not None)
+    # LABELS' ids are its `id` column (what train --labels and assign write)
+    pred, pred_ids = _labels_and_ids(
+        labels, cluster_column, "id" if id_column else None, "--cluster-column"
+    )
     scores: dict = {}
     y = None
     if truth is not None:
-        y, truth_ids = _truth(truth, label_column, id_column)
+        y, truth_ids = _labels_and_ids(truth, label_column, id_column, "--label-column")
         y = match_rows(pred_ids, truth_ids, y, labels, truth, len(pred))
         scores.update(external_scores(y, pred))
     table = None
@@ -185,37 +188,23 @@ def evaluate(
         typer.echo(text, nl=False)
 
 
-def _predictions(path: str, column, *, with_ids: bool):
-    """LABELS' clusters and, when ``with_ids`` and the file has one, its ``id`` column (what
-    train --labels and assign write)."""
-    from deepcluster_cli.errors import DataError
-    from deepcluster_cli.io.readers import read_ids_and_labels
-
-    if with_ids:
-        try:
-            got = read_ids_and_labels(
-                path, column=column, id_column="id", option="--cluster-column"
-            )
-            return got.labels, got.ids
-        except DataError:  # no id column (or an array file): rows are matched by position
-            pass
-    got = read_ids_and_labels(path, column=column, option="--cluster-column")
-    return got.labels, None
-
-
-def _truth(path: str, column, id_column):
-    """The ground truth and, when ``--id-column`` names a column of this file, its ids."""
+def _labels_and_ids(path: str, column, id_column: str | None, option: str):
+    """One labels column of ``path`` and, when ``id_column`` is given and the file has it, its
+    ids (else None: an array file, or a table without that column, is matched by position)."""
     from deepcluster_cli.errors import DataError
     from deepcluster_cli.io.readers import read_ids_and_labels
 
     if id_column is not None:
         try:
-            got = read_ids_and_labels(path, column=column, id_column=id_column)
+            got = read_ids_and_labels(path, column=column, id_column=id_column, option=option)
             return got.labels, got.ids
         except DataError as exc:
-            if f"no column '{id_column}'" not in str(exc) and "no id column" not in str(exc):
+            said = str(exc)
+            if f"no column '{id_column}' for --id-column" not in said and (
+                "have no id column" not in said
+            ):
                 raise
-    return read_ids_and_labels(path, column=column).labels, None
+    return read_ids_and_labels(path, column=column, option=option).labels, None
 
 
 def match_rows(

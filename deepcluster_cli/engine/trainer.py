@@ -343,14 +343,14 @@ class Trainer:
         for idx in self.batches(stage):
             steps += 1
             if graph is not None and len(idx) == graph.batch:
-                parts = graph.step(idx, lambda i: self._step(stage, opt, i, None, None)[0])
+                parts = graph.step(idx, lambda i: self._step(stage, opt, i, 1.0, None, None)[0])
                 if parts is not None:
                     add(parts, 1.0)
                 if self.stop_signal is not None:
                     return None
                 continue
             weight = self.batch_share if stage.reduction == "mean" else 1.0
-            parts, stop = self._step(stage, opt, idx, sync, averager)
+            parts, stop = self._step(stage, opt, idx, weight, sync, averager)
             add(parts, weight)
             if sync is not None:
                 if stop:  # decided together, so no rank waits on a collective alone
@@ -364,10 +364,10 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else v
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
-    def _step(self, stage: Stage, opt, idx: Tensor, sync, averager):
-        """One eager optimisation step on the rows ``idx``; returns (loss parts, whether the
-        ranks decided to stop)."""
-        weight = self.batch_share if stage.reduction == "mean" else 1.0
+    def _step(self, stage: Stage, opt, idx: Tensor, weight: float, sync, averager):
+        """One eager optimisation step on the rows ``idx`` (``weight``: this rank's share of
+        the batch's gradient under torchrun); returns (loss parts, whether the ranks decided
+        to stop)."""
         rows = stage.batch_rows(idx) if stage.batch_rows else self.data[idx]
         if stage.before_step is not None:
             with torch.no_grad():
