@@ -53,8 +53,9 @@ class KDAE(PairsMethod):
     variational = False
     generate_modes = ("centroids",)
     presets = {
-        # authors' code on MNIST: pairs D-500-100-10, 40 epochs, batch 256, Adam 1e-3
-        "mnist": {"pair_arch": (500, 100), "pair_latent": 10, "epochs": 40},
+        # authors' code on MNIST (main.py): pairs D-500-100-10, 40 epochs, batch 256, Adam 1e-3;
+        # the initial autoencoder 80 epochs (used only without --pretrained)
+        "mnist": {"pair_arch": (500, 100), "pair_latent": 10, "epochs": 40, "pretrain_epochs": 80},
     }
     test_settings = {
         "arch": (32,),

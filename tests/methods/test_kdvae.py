@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from deepcluster_cli.config import build_config
 from deepcluster_cli.engine.progress import Progress
 from deepcluster_cli.engine.trainer import Trainer
 from deepcluster_cli.errors import UsageError
@@ -370,3 +371,11 @@ def test_init_vade_trains_the_registered_vade_before_the_pairs(blobs):
     stages = [row["stage"] for row in res.history]
     assert stages.index("vade") < stages.index("kdvae-pairs") < stages.index("kdvae")
     assert stages.count("vade") == 2  # init_epochs reached VaDE's config
+
+
+def test_kdae_mnist_preset_holds_the_authors_main_py_settings():
+    # yanivopo/K-DAE main.py: KDae(k_dae_epoch=40, epoch_ae=10, initial_epoch=80), pairs 500-100-10
+    m = get_method("kdae")
+    cfg = build_config(m.Config, [("--preset mnist", m.presets["mnist"])])
+    assert (cfg.pair_arch, cfg.pair_latent, cfg.epochs) == ((500, 100), 10, 40)
+    assert (cfg.pair_pretrain_epochs, cfg.pretrain_epochs, cfg.init) == (10, 80, "ae")
