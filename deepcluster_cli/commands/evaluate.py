@@ -108,6 +108,14 @@ def evaluate(
         raise UsageError(f"--format {out_format!r}: choose one of {', '.join(FORMATS)}")
     if truth is None and data is None and report_file is None:
         raise UsageError("nothing to score: give --truth FILE (and --label-column) or --data FILE")
+    # refused rather than dropped: each would otherwise be read for nothing
+    if embedding is not None and report_file is None:
+        raise UsageError("--embedding draws the --report's map: give --report FILE.html|.md too")
+    if model is not None and data is None and report_file is None:
+        raise UsageError(
+            "--model adds the model's own criterion on --data rows, or its facts to a --report: "
+            "give --data FILE or --report FILE"
+        )
     doc_format = None
     if report_file is not None:
         doc_format = document_format(report_file)
@@ -130,12 +138,16 @@ def evaluate(
             detect_format(path, override=None)
     # LABELS' ids are its `id` column (what train --labels and assign write)
     pred, pred_ids = _labels_and_ids(
-        labels, cluster_column, "id" if id_column else None, "--cluster-column"
+        labels, cluster_column, "id" if id_column else None, "--cluster-column", tables=True
     )
     scores: dict = {}
     y = None
     if truth is not None:
-        y, truth_ids = _labels_and_ids(truth, label_column, id_column, "--label-column")
+        # a truth table without NAME is refused: a misspelled --id-column would otherwise
+        # score by position, silently wrong for labels in another order
+        y, truth_ids = _labels_and_ids(
+            truth, label_column, id_column, "--label-column", tables=False
+        )
         y = match_rows(pred_ids, truth_ids, y, labels, truth, len(pred))
         scores.update(external_scores(y, pred))
     table = None
@@ -188,9 +200,10 @@ def evaluate(
         typer.echo(text, nl=False)
 
 
-def _labels_and_ids(path: str, column, id_column: str | None, option: str):
-    """One labels column of ``path`` and, when ``id_column`` is given and the file has it, its
-    ids (else None: an array file, or a table without that column, is matched by position)."""
+def _labels_and_ids(path: str, column, id_column: str | None, option: str, tables: bool):
+    """One labels column of ``path`` and, when ``id_column`` is given, its ids; None (matched
+    by position) for an array file, which has no columns, and, when ``tables``, for a table
+    without that column; otherwise such a table is an error naming its columns."""
     from deepcluster_cli.errors import DataError
     from deepcluster_cli.io.readers import read_ids_and_labels
 
@@ -200,9 +213,12 @@ def _labels_and_ids(path: str, column, id_column: str | None, option: str):
             return got.labels, got.ids
         except DataError as exc:
             said = str(exc)
-            if f"no column '{id_column}' for --id-column" not in said and (
-                "have no id column" not in said
-            ):
+            missing = f"no column '{id_column}' for --id-column" in said
+            if not (missing and tables) and "have no id column" not in said:
+                if missing:
+                    raise DataError(
+                        f"{said}; leave out --id-column to match the rows by position"
+                    ) from None
                 raise
     return read_ids_and_labels(path, column=column, option=option).labels, None
 
@@ -225,6 +241,12 @@ def match_rows(
     if pred_ids is not None and other_ids is not None:
         a = np.asarray(pred_ids).astype(str)
         b = np.asarray(other_ids).astype(str)
+        own = pd.Index(a)
+        if not own.is_unique:  # a row twice would be scored twice
+            dup = own[own.duplicated()][0]
+            raise DataError(
+                f"{labels}: the id {str(dup)!r} is on more than one row; ids must be unique"
+            )
         if len(a) == len(b) and np.array_equal(a, b):
             return values
         index = pd.Index(b)

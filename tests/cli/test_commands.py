@@ -432,6 +432,40 @@ def test_evaluate_scores_a_subset_of_rows_by_id_and_refuses_unknown_ids(cli, dig
     assert r.exit_code == 2 and "align row by row" in r.stderr
 
 
+def test_evaluate_refuses_a_misspelled_id_column_and_repeated_label_ids(cli, digits_csv, tmp_path):
+    """A truth table without the --id-column NAME used to fall back to matching by position:
+    a typo scored sorted labels ACC ~0.1 with exit 0. A repeated id in LABELS was scored
+    twice. An .npy truth has no columns and still matches by position."""
+    order = np.argsort(pd.read_csv(digits_csv)["label"].to_numpy(), kind="stable")
+    shuffled = _digits_labels(digits_csv, tmp_path / "sorted.csv", order=order)
+    truth = ["--truth", digits_csv, "--label-column", "label"]
+    r = cli("evaluate", shuffled, *truth, "--id-column", "image_ld")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "no column 'image_ld' for --id-column" in r.stderr
+    assert "leave out --id-column to match the rows by position" in r.stderr
+    labels_npy = tmp_path / "truth.npy"
+    np.save(labels_npy, pd.read_csv(digits_csv)["label"].to_numpy())
+    in_order = _digits_labels(digits_csv, tmp_path / "ordered.csv")
+    r = cli("evaluate", in_order, "--truth", labels_npy, "--id-column", "image_id",
+            "--format", "json")  # fmt: skip
+    assert r.exit_code == 0 and json.loads(r.stdout)["scores"]["acc"] == 1.0, r.stderr
+    twice = tmp_path / "twice.csv"
+    lines = in_order.read_text().splitlines(keepends=True)
+    twice.write_text("".join(lines + lines[1:2]))
+    r = cli("evaluate", twice, *truth, "--id-column", "image_id")
+    assert r.exit_code == 2 and "is on more than one row" in r.stderr, r.stderr
+    assert str(twice) in r.stderr
+
+
+def test_evaluate_refuses_options_it_would_not_use(cli, digits_csv, tmp_path):
+    in_order = _digits_labels(digits_csv, tmp_path / "ordered.csv")
+    truth = ["--truth", digits_csv, "--label-column", "label"]
+    r = cli("evaluate", in_order, *truth, "--embedding", digits_csv)
+    assert r.exit_code == 2 and "--embedding draws the --report's map" in r.stderr
+    r = cli("evaluate", in_order, *truth, "--model", tmp_path / "m.pt")
+    assert r.exit_code == 2 and "give --data FILE or --report FILE" in r.stderr
+
+
 def test_generated_rows_are_mapped_back_to_the_input_scale(cli, digits_csv, tmp_path):
     """generate undoes the scaling the model was trained with: on pixels of 3..19 (outside
     [0, 1], unlike the digits fixture) decoded centroids come back in that range, not in the
