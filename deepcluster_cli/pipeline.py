@@ -179,6 +179,13 @@ def load_model(path: str, *, device: torch.device | str = "cpu") -> LoadedModel:
         raise ModelError(f"{path}: {exc}") from None
     try:
         cfg = config_from_dict(m.Config, ckpt.config)
+        spec = ckpt.extra["spec"]
+        k = spec.get("n_clusters") if isinstance(spec, dict) else None
+        if k is not None and k != ckpt.extra["n_clusters"]:  # the tensors' k is the spec's
+            raise ModelError(
+                f"{path}: damaged checkpoint: n_clusters is {ckpt.extra['n_clusters']} but its "
+                f"model has {k} clusters"
+            )
         model = m.build(ckpt.extra["spec"])
         model.load_state_dict(ckpt.state)
     except (KeyError, RuntimeError, TypeError, ValueError, UsageError) as exc:

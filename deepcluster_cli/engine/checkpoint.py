@@ -93,6 +93,18 @@ def load_checkpoint(path: str | Path, *, kinds: tuple[str, ...] = KINDS) -> Chec
     raw = p.read_bytes()
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise ModelError(f"{path}: not a deepcluster checkpoint (not a PyTorch zip file)")
+    # torch.load does not check the zip's CRC-32s: a flipped byte inside a tensor loads as a
+    # silently different model (a few ms for a 20 MB file)
+    try:
+        bad = zipfile.ZipFile(io.BytesIO(raw)).testzip()
+    except Exception as exc:  # noqa: BLE001 - any failure of an untrusted file is a ModelError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: corrupt or truncated checkpoint ({first})") from None
+    if bad is not None:
+        raise ModelError(
+            f"{path}: corrupt checkpoint: its part {bad!r} fails its checksum (the file changed "
+            "after it was written)"
+        )
     try:
         payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure of an untrusted file is a ModelError

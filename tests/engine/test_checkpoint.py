@@ -151,3 +151,33 @@ def test_an_autoencoder_needs_no_n_clusters(tmp_path):
     ck.extra = {}
     save_checkpoint(tmp_path / "ae.pt", ck)
     assert load_checkpoint(tmp_path / "ae.pt").kind == "autoencoder"
+
+
+def test_a_flipped_byte_inside_a_tensor_fails_the_zip_checksum(tmp_path):
+    """torch.load does not check the zip's CRC-32s: one changed byte of a centroid loaded as
+    a silently different model (exit 0 from assign, labels changed)."""
+    ck = sample()
+    ck.state["centroids"] = torch.full((3, 2), 1234.5)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, ck)
+    raw = bytearray(path.read_bytes())
+    at = bytes(raw).find(torch.full((6,), 1234.5).numpy().tobytes())
+    assert at > 0
+    raw[at + 13] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="m.pt: corrupt checkpoint: .*fails its checksum"):
+        load_checkpoint(path)
+
+
+def test_n_clusters_other_than_the_models_is_a_damaged_checkpoint(tmp_path):
+    from deepcluster_cli.pipeline import load_model
+
+    ck = sample()
+    ck.extra["spec"] = {"n_clusters": 3, "dim": 2}
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, ck)
+    assert load_model(path).model.centroids.shape == (3, 2)
+    ck.extra["n_clusters"] = 2
+    save_checkpoint(path, ck)
+    with pytest.raises(ModelError, match="m.pt: damaged checkpoint: n_clusters is 2 but its model"):
+        load_model(path)
