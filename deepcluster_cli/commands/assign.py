@@ -125,6 +125,7 @@ def assign(
             columns=split_list(columns),
             label_column=label_column,
             id_column=id_column,
+            check_labels=False,
         )
         lo, hi = block_bounds(n_rows, part, parts)
     embeddings = []
@@ -136,7 +137,8 @@ def assign(
         label_column=label_column,
         id_column=id_column,
         chunk_rows=chunk_rows,
-    )
+        check_labels=False,  # --label-column only keeps it out of the features: new rows
+    )  # may leave it blank
     with LabelWriter(output, n_clusters=k, proba=proba) as writer:
         for table in chunks:
             check_schema(

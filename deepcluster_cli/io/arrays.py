@@ -241,6 +241,7 @@ def _iter_rows(
     id_column: str | int | None,
     side: dict[str, tuple[str, np.ndarray]],
     chunk_rows: int | None,
+    check_labels: bool = True,
 ) -> Iterator[Table]:
     """Chunks of a ``(n, d)`` array; ``side`` maps "label" / "id" to ``(NPZ key, array)``."""
     n, d = rows.shape
@@ -270,6 +271,9 @@ def _iter_rows(
         )
         found: dict[str, np.ndarray | None] = {}
         for role, index in (("label", plan.label), ("id", plan.id)):
+            if role == "label" and not check_labels:
+                found[role] = None
+                continue
             if role in side:
                 key, whole = side[role]
                 values, column = np.asarray(whole[start : start + step]), key
@@ -291,8 +295,10 @@ def iter_array_file(
     label_column: str | int | None,
     id_column: str | int | None,
     chunk_rows: int | None,
+    check_labels: bool = True,
 ) -> Iterator[Table]:
-    """Read an NPY, NPZ or IDX file as tables of at most ``chunk_rows`` rows."""
+    """Read an NPY, NPZ or IDX file as tables of at most ``chunk_rows`` rows;
+    ``check_labels=False``: the label column is left out, not checked (``labels`` None)."""
     source = display_name(path)
     kind = fmt.upper()
     if fmt == "npz":
@@ -323,6 +329,7 @@ def iter_array_file(
         id_column=id_column,
         side=side,
         chunk_rows=chunk_rows,
+        check_labels=check_labels,
     )
 
 

@@ -287,8 +287,10 @@ def iter_delimited(
     label_column: str | None,
     id_column: str | None,
     chunk_rows: int | None,
+    check_labels: bool = True,
 ) -> Iterator[Table]:
-    """Read a CSV / TSV file as tables of at most ``chunk_rows`` rows (``None``: all)."""
+    """Read a CSV / TSV file as tables of at most ``chunk_rows`` rows (``None``: all);
+    ``check_labels=False``: the label column is left out, not read (``labels`` None)."""
     with DelimitedFile(path, fmt) as file:
         source = file.source
         plan = resolve_named(
@@ -305,10 +307,11 @@ def iter_delimited(
                     f"{source}: column {index + 1} has no name in the header (a saved row "
                     "index?); name it, or choose the features with --columns"
                 )
-        needed = [*plan.features, *(c for c in (plan.label, plan.id) if c is not None)]
+        label = plan.label if check_labels else None
+        needed = [*plan.features, *(c for c in (label, plan.id) if c is not None)]
         for row0, frame in file.frames(needed=needed, id_column=plan.id, chunk_rows=chunk_rows):
             labels = ids = None
-            if plan.label is not None:
+            if label is not None:
                 labels = frame[plan.label].to_numpy()
                 check_complete(source, labels, plan.label, "label", row0=row0)
             if plan.id is not None:

@@ -77,8 +77,10 @@ def iter_parquet(
     label_column: str | None,
     id_column: str | None,
     chunk_rows: int | None,
+    check_labels: bool = True,
 ) -> Iterator[Table]:
-    """Read a Parquet file as tables of at most ``chunk_rows`` rows (``None``: all)."""
+    """Read a Parquet file as tables of at most ``chunk_rows`` rows (``None``: all);
+    ``check_labels=False``: the label column is left out, not read (``labels`` None)."""
     source = display_name(path)
     with open_parquet(path) as file:
         schema = file.schema_arrow
@@ -123,7 +125,7 @@ def iter_parquet(
                 original=lambda r, c, batch=batch: float(batch.column(plan.features[c])[r].as_py()),
             )
             labels = ids = None
-            if plan.label is not None:
+            if plan.label is not None and check_labels:
                 _check_no_nulls(source, batch.column(plan.label), plan.label, "label", row0)
                 labels = _values(batch.column(plan.label))
                 check_complete(source, labels, plan.label, "label", row0=row0)

@@ -22,6 +22,7 @@ def _chunks(
     label_column: str | int | None,
     id_column: str | int | None,
     chunk_rows: int | None,
+    check_labels: bool = True,
 ) -> Iterator[Table]:
     # pandas and pyarrow are imported on first use: `deepcluster --help` stays fast
     if fmt in ("csv", "tsv"):
@@ -34,6 +35,7 @@ def _chunks(
             label_column=None if label_column is None else str(label_column),
             id_column=None if id_column is None else str(id_column),
             chunk_rows=chunk_rows,
+            check_labels=check_labels,
         )
     if fmt == "parquet":
         from deepcluster_cli.io.parquet_file import iter_parquet
@@ -44,6 +46,7 @@ def _chunks(
             label_column=None if label_column is None else str(label_column),
             id_column=None if id_column is None else str(id_column),
             chunk_rows=chunk_rows,
+            check_labels=check_labels,
         )
     return iter_array_file(
         path,
@@ -52,6 +55,7 @@ def _chunks(
         label_column=label_column,
         id_column=id_column,
         chunk_rows=chunk_rows,
+        check_labels=check_labels,
     )
 
 
@@ -104,6 +108,7 @@ def iter_table(
     label_column: str | int | None = None,
     id_column: str | int | None = None,
     chunk_rows: int = 65536,
+    check_labels: bool = True,
 ) -> Iterator[Table]:
     """Stream a data file as :class:`Table` chunks of at most ``chunk_rows`` rows.
 
@@ -113,7 +118,9 @@ def iter_table(
     in messages count data rows of the whole file from 1. A bad format or a missing file is
     reported at the call; everything else when the chunk holding it is reached.
 
-    Labels and ids of CSV/TSV chunks get their dtype from the values of that chunk.
+    Labels and ids of CSV/TSV chunks get their dtype from the values of that chunk. With
+    ``check_labels=False`` the label column is only kept out of the features (``labels`` is
+    None), so a blank or missing label is no error: for commands that never use labels.
     """
     if chunk_rows < 1:
         raise UsageError(f"chunk size must be at least 1, got {chunk_rows}")
@@ -126,6 +133,7 @@ def iter_table(
         label_column=label_column,
         id_column=id_column,
         chunk_rows=chunk_rows,
+        check_labels=check_labels,
     )
 
 
@@ -136,6 +144,7 @@ def count_rows(
     columns: Sequence[str | int] | None = None,
     label_column: str | int | None = None,
     id_column: str | int | None = None,
+    check_labels: bool = True,
 ) -> int:
     """Number of data rows: from the header for NPY and Parquet, by one streamed pass
     otherwise. Standard input cannot be counted without consuming it."""
@@ -156,7 +165,12 @@ def count_rows(
         except Exception:  # noqa: BLE001 - any damage: the full reader names it
             pass
     chunks = iter_table(
-        path, fmt=fmt, columns=columns, label_column=label_column, id_column=id_column
+        path,
+        fmt=fmt,
+        columns=columns,
+        label_column=label_column,
+        id_column=id_column,
+        check_labels=check_labels,
     )
     return sum(t.n_rows for t in chunks)
 

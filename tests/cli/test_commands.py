@@ -518,3 +518,26 @@ def test_shallow_option_trains_ckm_on_the_features_and_is_refused_where_there_is
         "deepcluster: error: --shallow: dec has no shallow form (ckm has one; kmeans and cm "
         "always cluster the input features)"
     )
+
+
+def test_assign_takes_new_rows_whose_label_column_is_blank(cli, trained, digits_csv, tmp_path):
+    """assign never uses labels; --label-column only keeps the column out of the features.
+    New, unlabelled rows with that column left blank used to be exit 2 ("missing label in
+    row 1"), in every format and in a block shard's row count."""
+    df = pd.read_csv(digits_csv)
+    want = cli("assign", trained, digits_csv, *COLS)
+    assert want.exit_code == 0, want.stderr
+    blank = df.assign(label=np.nan)
+    blank.loc[3, "label"] = 7  # some labelled, some not
+    paths = {"csv": tmp_path / "new.csv", "parquet": tmp_path / "new.parquet"}
+    blank.to_csv(paths["csv"], index=False)
+    blank.to_parquet(paths["parquet"])
+    for path in paths.values():
+        r = cli("assign", trained, path, *COLS)
+        assert r.exit_code == 0, r.stderr
+        assert r.stdout == want.stdout
+        r = cli("assign", trained, path, *COLS, "--shard", "1/2")
+        assert r.exit_code == 0, r.stderr
+    # train still needs every label it reads
+    r = cli("train", paths["csv"], *COLS, "-m", "kmeans", "-k", "3", "-o", tmp_path / "k.pt")
+    assert r.exit_code == 2 and "missing label in row 1" in r.stderr
