@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
+import io
 import signal
 import sys
 from typing import Annotated
@@ -125,11 +127,28 @@ def _rich_pipe_closed() -> None:
         rich.console.Console.on_broken_pipe = _pipe_closed
 
 
+class _ClosedStdout(io.TextIOBase):
+    """Stands in for a closed standard output: every write is an OSError (EBADF), which the
+    commands report in one line, exit 1."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    @property
+    def buffer(self):  # binary writers (labels to stdout) fail the same way
+        return self
+
+
 def main() -> None:
     """Console entry point: Typer does the parsing; commands map our errors to exit codes."""
     from deepcluster_cli.engine.cpuload import wait_passively_if_busy
 
     wait_passively_if_busy(sys.argv[1:])  # before torch loads: libgomp reads it once
+    if sys.stdout is None:  # started with stdout closed (`>&-`): a command that writes there
+        sys.stdout = _ClosedStdout()  # fails with one line; one writing files runs as usual
     _raise_on_sigterm()
     _rich_pipe_closed()
     ok = False

@@ -103,6 +103,10 @@ def handle_errors(fn: Callable) -> Callable:
             raise fail(_OUT_OF_MEMORY, 1) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except OSError as exc:  # the system refused a read or write: a full disk, /dev/full,
+            if STATE["debug"]:  # a closed stdout, an I/O error; outputs stay as they were
+                traceback.print_exc()
+            raise fail(_rank_prefix() + _os_error(exc), 1) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback
             if STATE["debug"]:
                 traceback.print_exc()
@@ -115,6 +119,16 @@ def handle_errors(fn: Callable) -> Callable:
             ) from None
 
     return wrapper
+
+
+def _os_error(exc: OSError) -> str:
+    """``No space left on device (labels.csv)``: the system's reason, and the file where it
+    named one (an output's temporary file is named as the output it was to become)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    name = re.sub(r"^(.*/)?\.(.+)\.[^./]+\.tmp(\.[^./]*)?$", r"\1\2", str(exc.filename))
+    return f"{reason} ({name})"
 
 
 def interrupted(exc: KeyboardInterrupt) -> typer.Exit:

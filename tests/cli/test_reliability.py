@@ -181,3 +181,53 @@ def test_json_log_lines_on_stderr_only(cli, digits_csv, tmp_path):
     events = [json.loads(line) for line in r.stderr.splitlines()]
     epochs = [e for e in events if e["event"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2] and np.isfinite(epochs[0]["recon"])
+
+
+def test_a_closed_stdout_is_one_line_exit_1_and_files_still_work(digits_csv, tmp_path):
+    """Started with stdout closed (`>&-`), a command printing labels died on an internal
+    AttributeError; one writing -o needs no stdout and succeeds."""
+    import os
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "deepcluster_cli", *map(str, args)],
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: os.close(1),
+        )
+
+    model = tmp_path / "k.pt"
+    r = run("train", digits_csv, *COLS, "-m", "kmeans", "-k", "3", "-o", model, "-q")
+    assert r.returncode == 0, r.stderr
+    r = run("assign", model, digits_csv, *COLS)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == ["deepcluster: error: standard output is closed"]
+    r = run("assign", model, digits_csv, *COLS, "-o", tmp_path / "l.csv")
+    assert r.returncode == 0 and len(pd.read_csv(tmp_path / "l.csv")) == 1797
+
+
+def test_a_full_disk_is_one_line_naming_the_output_not_an_internal_error(
+    cli, digits_csv, tmp_path, monkeypatch
+):
+    """ENOSPC while writing -o was `internal error: OSError: ...`; the old file stays."""
+    import errno
+    import pathlib
+
+    labels = tmp_path / "l.csv"
+    r = cli("train", digits_csv, *COLS, "-m", "kmeans", "-k", "3", "-o", tmp_path / "k.pt",
+            "--labels", labels, "-q")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    report = tmp_path / "report.json"
+    report.write_text("old")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    r = cli("evaluate", labels, "--truth", digits_csv, "--label-column", "label", "-o", report)
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines() == [
+        f"deepcluster: error: No space left on device ({report})"
+    ]
+    monkeypatch.undo()
+    assert report.read_text() == "old"
