@@ -323,12 +323,25 @@ def load_resume(output: str, *, run: dict, schema: dict) -> tuple[dict, Scaler]:
     if not os.path.exists(path):
         raise UsageError(f"--resume: no resumable state at {path}; run without --resume")
     ck = load_checkpoint(path, kinds=("resume",))
-    for key in sorted(set(run) | set(ck.config)):
-        if run.get(key) != ck.config.get(key):
-            raise UsageError(
-                f"--resume: {path} was saved by a different run ({key}: "
-                f"{ck.config.get(key)!r} there, {run.get(key)!r} now); repeat the same command"
-            )
+
+    def first_difference(then: dict, now: dict, where: str = ""):
+        for key in sorted(set(then) | set(now)):
+            a, b = then.get(key), now.get(key)
+            if isinstance(a, dict) and isinstance(b, dict):  # name the setting, not the dicts
+                found = first_difference(a, b, f"{where}{key}.")
+                if found is not None:
+                    return found
+            elif a != b:
+                return f"{where}{key}", a, b
+        return None
+
+    found = first_difference(ck.config, run)
+    if found is not None:
+        key, then, now = found
+        raise UsageError(
+            f"--resume: {path} was saved by a different run ({key}: {then!r} there, {now!r} "
+            "now); repeat the same command"
+        )
     if ck.schema != schema:
         raise UsageError(f"--resume: {path} was saved for other data (columns differ)")
     return ck.extra["trainer"], Scaler.from_state(ck.scaler)

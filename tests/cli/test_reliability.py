@@ -45,7 +45,13 @@ def test_resume_refuses_a_different_command(cli, digits_csv, tmp_path):
     cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 3, "--max-time", "1e-6", "-o", out)
     r = cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 5, "--resume", "-o", out)
     assert r.exit_code == 2
-    assert "different run" in r.stderr and "epochs" in r.stderr
+    assert "different run" in r.stderr and "epochs: 3 there, 5 now" in r.stderr
+    # a nested setting is named, not the whole configuration printed (was both dicts)
+    other = [*TINY[:1], "64", *TINY[2:]]
+    r = cli("pretrain", digits_csv, *COLS, *other, "--epochs", 3, "--resume", "-o", out)
+    assert r.exit_code == 2
+    assert "arch: (32,) there, (64,) now" in r.stderr or "arch: [32] there, [64] now" in r.stderr
+    assert len(r.stderr) < 300, r.stderr
 
 
 def test_starting_over_beside_an_interrupted_run_says_so(cli, digits_csv, tmp_path):
