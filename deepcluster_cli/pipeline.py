@@ -233,7 +233,7 @@ class PretrainConfig:
     def validate(self) -> None:
         from deepcluster_cli.nn.mlp import check_autoencoder_settings
 
-        keys = ("arch", "latent", "noise", "epochs", "batch_size", "lr")
+        keys = ("arch", "latent", "noise", "epochs", "batch_size", "lr", "activation", "loss")
         check_autoencoder_settings(
             **{k: getattr(self, k) for k in keys},
             names={k: "--" + k.replace("_", "-") for k in keys},

@@ -66,13 +66,21 @@ class AEFields:
             "epochs": "pretrain_epochs",
             "batch_size": "pretrain_batch_size",
             "lr": "pretrain_lr",
+            "loss": "recon_loss",
         }
         check_autoencoder_settings(
             arch=self.arch,
             latent=self.latent,
             noise=self.noise,
             **{key: getattr(self, name) for key, name in names.items()},
-            names={"arch": "arch", "latent": "latent", "noise": "noise", **names},
+            activation=self.activation,
+            names={
+                "arch": "arch",
+                "latent": "latent",
+                "noise": "noise",
+                "activation": "activation",
+                **names,
+            },
         )
 
 

@@ -91,10 +91,29 @@ def reconstruction_loss(x_hat: Tensor, x: Tensor, kind: str, *, reduce: bool = T
 
 
 def check_autoencoder_settings(
-    *, arch, latent: int, noise: float, epochs: int, batch_size: int, lr: float, names: dict
+    *,
+    arch,
+    latent: int,
+    noise: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    activation: str,
+    loss: str,
+    names: dict,
 ) -> None:
     """The rules of every autoencoder's settings, ``pretrain``'s options as the deep methods'
-    ``--set arch=... pretrain_epochs=...``; ``names`` gives each keyword its name for the user."""
+    ``--set arch=... pretrain_epochs=...``; ``names`` gives each keyword its name for the user.
+    Checked when the settings are built, before any data is read."""
+    if activation not in ACTIVATIONS:
+        raise UsageError(
+            f"{names['activation']}: unknown activation {activation!r}; choose one of "
+            f"{', '.join(ACTIVATIONS)}"
+        )
+    if loss not in RECON_LOSSES:
+        raise UsageError(
+            f"{names['loss']}: unknown reconstruction loss {loss!r}; choose mse, bce or auto"
+        )
     if latent < 1 or any(w < 1 for w in arch):
         raise UsageError(f"{names['arch']} widths and {names['latent']} must be positive")
     if epochs < 0 or batch_size < 1 or lr <= 0:

@@ -228,6 +228,13 @@ def test_train_refuses_a_config_value_of_the_wrong_type(cli, tmp_path, line, wor
         (["methods", "extra"], ["unexpected extra argument"]),
         (["tran"], ["No such command 'tran'", "'train'"]),
         (["--bogus"], ["No such option: --bogus"]),
+        # named before the (missing) data file is looked at: the data was read first
+        (["pretrain", "x.csv", "--loss", "foo", "-o", "a.pt"], ["--loss: unknown reconstruction"]),
+        (["pretrain", "x.csv", "--activation", "foo", "-o", "a.pt"], ["--activation: unknown"]),
+        (
+            ["train", "x.csv", "-m", "dec", "-k", "3", "--set", "recon_loss=foo", "-o", "m.pt"],
+            ["recon_loss: unknown reconstruction loss 'foo'"],
+        ),  # fmt: skip
     ],
 )
 def test_a_usage_error_is_one_line(cli, args, words):
