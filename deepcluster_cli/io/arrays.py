@@ -287,6 +287,14 @@ def _iter_rows(
         yield Table(features, None, found["id"], found["label"], source)
 
 
+def _is_index(value: str | int) -> bool:
+    try:
+        int(str(value).strip())
+    except ValueError:
+        return False
+    return True
+
+
 def iter_array_file(
     path: str,
     fmt: str,
@@ -309,6 +317,12 @@ def iter_array_file(
                 for role, value in (("label", label_column), ("id", id_column))
                 if value is not None and str(value) in archive.keys
             }
+            for option, value in (("--label-column", label_column), ("--id-column", id_column)):
+                if value is not None and str(value) not in archive.keys and not _is_index(value):
+                    raise DataError(
+                        f"{source}: no array '{value}' for {option} (arrays: "
+                        f"{list_names(archive.keys)}); or give a column index of the features"
+                    )
             key = archive.feature_key(exclude=list(side_keys.values()))
             rows = _as_rows(f"{source}[{key}]", archive.load(key), kind)
             side = {

@@ -135,6 +135,19 @@ def test_npz_without_a_feature_key_lists_the_keys(tmp_path):
     assert "holds arrays a, b" in message and "X, x, data, features" in message
 
 
+def test_npz_unknown_label_or_id_name_lists_the_arrays(tmp_path):
+    """An array name that is not in the archive was answered "NPZ data has no column names;
+    --label-column takes a column index", though names of arrays are what it takes."""
+    np.savez(tmp_path / "d.npz", X=np.c_[np.ones((3, 2)), [0, 1, 0]], y=np.ones(3))
+    path = str(tmp_path / "d.npz")
+    assert _error(path, label_column="lbl") == (
+        f"{path}: no array 'lbl' for --label-column (arrays: X, y); or give a column index of "
+        "the features"
+    )
+    assert "no array 'key' for --id-column" in _error(path, id_column="key")
+    assert list(read_table(path, label_column="2").labels) == [0, 1, 0]
+
+
 def test_npz_label_array_of_wrong_length(tmp_path):
     np.savez(tmp_path / "d.npz", X=np.ones((3, 2)), y=np.ones(2))
     assert "array 'y' for the label column has shape (2,)" in _error(
