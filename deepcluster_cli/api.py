@@ -68,7 +68,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     device : str, default="cpu"
         ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``.
     scale : str, default="none"
-        Feature scaling fitted on the training rows: ``none``, ``minmax``, ``standard``, ``l2``.
+        Feature scaling fitted on the training rows: ``none``, ``minmax``, ``standard``, ``l2``,
+        ``rms`` (see ``deepcluster pretrain --scale``).
         Ignored when ``pretrained`` is given (the autoencoder's stored scaling is used).
     pretrained : str or None, default=None
         Path of an autoencoder checkpoint from ``deepcluster pretrain``.

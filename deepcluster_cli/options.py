@@ -41,7 +41,8 @@ ScaleOpt = Annotated[
     Optional[str],
     typer.Option(
         "--scale",
-        help="Preprocessing fitted on the training data: none, minmax, standard, l2 \\[default: none].",
+        help="Preprocessing fitted on the training data: none, minmax, standard, l2 (rows to "
+        "unit norm), rms (rows to unit root mean square: DEC's text scaling) \\[default: none].",
     ),
 ]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed \\[default: 0].")]

@@ -7,7 +7,13 @@ import numpy as np
 from deepcluster_cli.errors import ModelError, UsageError
 
 # The parameters each kind stores (names in its state's "params").
-_PARAMS = {"none": (), "minmax": ("min", "range"), "standard": ("mean", "std"), "l2": ()}
+_PARAMS = {
+    "none": (),
+    "minmax": ("min", "range"),
+    "standard": ("mean", "std"),
+    "l2": (),
+    "rms": (),
+}
 
 
 class Scaler:
@@ -26,13 +32,18 @@ class Scaler:
     ``l2``
         Each row divided by its Euclidean norm (all-zero rows stay zero). Nothing is fitted,
         and the norms are not kept, so :meth:`inverse_transform` is the identity.
+    ``rms``
+        Each row divided by its root mean square, ``x * sqrt(d) / ||x||``: rows of norm
+        ``sqrt(d)``, values of order 1. On tf-idf rows this is DEC's Reuters scaling (rows of
+        unit norm times ``sqrt(d)``), which the text settings of DEC and VaDE assume. Like
+        ``l2``, nothing is fitted and the inverse is the identity.
 
     Parameters are computed in float64 and may be accumulated over chunks with
     :meth:`partial_fit` (Chan et al.'s pairwise update for mean and variance); a scaler
     rebuilt by :meth:`from_state` transforms, and a :meth:`partial_fit` on it starts afresh.
     """
 
-    KINDS = ("none", "minmax", "standard", "l2")
+    KINDS = ("none", "minmax", "standard", "l2", "rms")
 
     def __init__(self, kind: str = "none") -> None:
         if kind not in self.KINDS:
@@ -108,13 +119,16 @@ class Scaler:
         elif self.kind == "standard":
             out -= self.params["mean"].astype(np.float32)
             out /= self.params["std"].astype(np.float32)
-        elif self.kind == "l2":
+        elif self.kind in ("l2", "rms"):
             norms = np.linalg.norm(out, axis=1, keepdims=True)  # (n, 1)
+            if self.kind == "rms":  # ||x|| / sqrt(d): the root mean square of the row
+                norms /= np.sqrt(out.shape[1])
             out /= np.where(norms > 0, norms, 1.0).astype(np.float32)
         return out
 
     def inverse_transform(self, x: np.ndarray) -> np.ndarray:
-        """Map scaled values back to data units (``l2``: identity, the norms are not kept)."""
+        """Map scaled values back to data units (``l2``, ``rms``: identity, the norms are not
+        kept)."""
         self._require_fit()
         out = np.array(x, dtype=np.float32, order="C")
         self._check_width(out.shape[1])

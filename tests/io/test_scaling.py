@@ -97,3 +97,17 @@ def test_width_mismatch_is_a_model_error():
 def test_transform_before_fit_is_a_programming_error():
     with pytest.raises(RuntimeError, match="must be fitted"):
         Scaler("minmax").transform(X)
+
+
+def test_rms_gives_rows_of_norm_sqrt_d_which_is_decs_text_scaling():
+    x = np.array([[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    scaled = Scaler("rms").fit_transform(x)
+    np.testing.assert_allclose(np.linalg.norm(scaled[[0, 2]], axis=1), [2.0, 2.0], rtol=1e-6)
+    np.testing.assert_array_equal(scaled[1], 0.0)  # an all-zero row stays zero
+    np.testing.assert_allclose(scaled[2], 1.0, rtol=1e-6)  # unit root mean square
+    # DEC's Reuters: tf-idf rows of unit norm, times sqrt(2000)
+    tfidf = Scaler("l2").fit_transform(np.abs(np.random.default_rng(0).normal(size=(5, 2000))))
+    np.testing.assert_allclose(Scaler("rms").fit_transform(tfidf), tfidf * np.sqrt(2000), rtol=1e-5)
+    state = Scaler("rms").fit(x).to_state()
+    assert state == {"kind": "rms", "params": {}}
+    assert Scaler.from_state(state).transform(x).tolist() == scaled.tolist()
