@@ -121,15 +121,22 @@ def not_numeric_error(
     )
 
 
+def as_index(value: str | int) -> int | None:
+    """``value`` as a column index (``"3"``, ``3``, ``"-1"``), or None if it is not one."""
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
 def parse_index(source: str, value: str | int, n_columns: int, option: str, kind: str) -> int:
     """A column index given for headerless data: ``"3"``, ``3`` or ``"-1"`` (the last)."""
-    try:
-        index = int(str(value).strip())
-    except ValueError:
+    index = as_index(value)
+    if index is None:
         raise DataError(
             f"{source}: {kind} data has no column names; {option} takes a column index "
             f"such as 0, got '{value}'"
-        ) from None
+        )
     if n_columns == 0:
         raise DataError(f"{source}: {option} {index}: the data has no columns")
     if not -n_columns <= index < n_columns:

@@ -24,6 +24,7 @@ import numpy as np
 from deepcluster_cli.errors import DataError
 from deepcluster_cli.io._columns import (
     LABEL_NAMES,
+    as_index,
     check_complete,
     check_finite,
     integral_if_whole,
@@ -287,14 +288,6 @@ def _iter_rows(
         yield Table(features, None, found["id"], found["label"], source)
 
 
-def _is_index(value: str | int) -> bool:
-    try:
-        int(str(value).strip())
-    except ValueError:
-        return False
-    return True
-
-
 def iter_array_file(
     path: str,
     fmt: str,
@@ -318,7 +311,7 @@ def iter_array_file(
                 if value is not None and str(value) in archive.keys
             }
             for option, value in (("--label-column", label_column), ("--id-column", id_column)):
-                if value is not None and str(value) not in archive.keys and not _is_index(value):
+                if value is not None and str(value) not in archive.keys and as_index(value) is None:
                     raise DataError(
                         f"{source}: no array '{value}' for {option} (arrays: "
                         f"{list_names(archive.keys)}); or give a column index of the features"
