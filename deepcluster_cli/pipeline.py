@@ -186,7 +186,7 @@ def load_model(path: str, *, device: torch.device | str = "cpu") -> LoadedModel:
                 f"{path}: damaged checkpoint: n_clusters is {ckpt.extra['n_clusters']} but its "
                 f"model has {k} clusters"
             )
-        model = m.build(ckpt.extra["spec"])
+        model = m.build(spec)
         model.load_state_dict(ckpt.state)
     except (KeyError, RuntimeError, TypeError, ValueError, UsageError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -312,8 +312,8 @@ def iter_delimited(
         for row0, frame in file.frames(needed=needed, id_column=plan.id, chunk_rows=chunk_rows):
             labels = ids = None
             if label is not None:
-                labels = frame[plan.label].to_numpy()
-                check_complete(source, labels, plan.label, "label", row0=row0)
+                labels = frame[label].to_numpy()
+                check_complete(source, labels, label, "label", row0=row0)
             if plan.id is not None:
                 ids = frame[plan.id].to_numpy()
                 check_complete(source, ids, plan.id, "id", row0=row0)
