@@ -124,6 +124,34 @@ def test_text_set_uses_its_cluster_count_and_text_preset(run_module, tmp_path):
     assert argv[argv.index("--set") + 1] == "init_epochs=50" and "init_epochs 50" in settings
 
 
+def test_text_set_is_scaled_through_its_autoencoder_and_the_shallow_methods(run_module, tmp_path):
+    (run_module.DATA / "fortunes.parquet").write_bytes(b"")
+    (run_module.DATA / "digits.parquet").write_bytes(b"")
+    work = tmp_path / "work"
+    runner = run_module.Runner(work, threads=1, dry=False)
+    runner.call = calls = FakeCalls(ACC)
+    dec, _, settings = runner.train_argv("fortunes", 0, "dec")
+    pre = next(a for a in calls.argv if a[1] == "pretrain")
+    assert pre[pre.index("--scale") + 1] == "rms"
+    # the deep method takes the scaling from its autoencoder, whose name carries it, so no
+    # run from an unscaled autoencoder of the same path counts as done
+    ae = Path(dec[dec.index("--pretrained") + 1])
+    assert (
+        "--scale" not in dec and ae.name == "ae_rms_s0.pt" and ae == Path(pre[pre.index("-o") + 1])
+    )
+    assert "scale rms" in settings
+    km, _, settings = runner.train_argv("fortunes", 0, "kmeans")
+    assert km[km.index("--scale") + 1] == "rms" and "scale rms" in settings
+    cp, _, _ = runner.clustpy_argv("fortunes", 0, "IDEC")
+    assert cp[cp.index("--autoencoder") + 1] == str(ae)
+    # the page's autoencoder command is the one that ran; an unscaled set is unchanged
+    runner.run("fortunes", 0, "dec")
+    text = run_module.render(runner.done, work)
+    assert "--scale rms --epochs 200" in text and "input `--scale rms`" in text
+    digits, _, settings = runner.train_argv("digits", 0, "dec")
+    assert "--scale" not in digits and "ae_s0.pt" in digits[digits.index("--pretrained") + 1]
+
+
 def test_text_data_builds_tfidf_classes_from_fortune_files(tmp_path):
     module = load_script(RUNNER.parent / "text_data.py", "text_data")
     words = {name: f"{name}word{name} other{name}" for name in module.CLASSES}
