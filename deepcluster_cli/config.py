@@ -149,6 +149,13 @@ def build_config(cls: type, layers: list[tuple[str, dict[str, Any]]]) -> Any:
     return cfg
 
 
+def is_learning_rate(name: str) -> bool:
+    """Whether setting ``name`` is a learning rate (``lr``, ``pretrain_lr``, ``siamese_lr``,
+    vade's ``lr_gmm``; not a schedule's ``lr_decay``/``lr_min``): the one kind of setting a
+    ``--resume`` may change, to continue a run whose loss turned NaN at a lower rate."""
+    return name in ("lr", "lr_gmm") or name.endswith("_lr")
+
+
 def _named(*names: str, suffix: str | None = None):
     return lambda name: name in names or (suffix is not None and name.endswith(suffix))
 

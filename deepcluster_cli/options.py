@@ -103,6 +103,8 @@ MaxTimeOpt = Annotated[
 ResumeOpt = Annotated[
     bool,
     typer.Option(
-        "--resume", help="Continue an interrupted run of the same command from OUTPUT.resume."
+        "--resume",
+        help="Continue an interrupted or diverged (NaN) run of the same command from "
+        "OUTPUT.resume; only a learning rate may differ.",
     ),
 ]

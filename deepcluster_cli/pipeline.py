@@ -315,14 +315,20 @@ def save_resume(output: str, *, run: dict, schema: dict, scaler: Scaler, state: 
     return path
 
 
-def load_resume(output: str, *, run: dict, schema: dict) -> tuple[dict, Scaler]:
-    """The saved trainer state and scaler for ``--resume``; a different run is refused."""
+def load_resume(output: str, *, run: dict, schema: dict, warn=None) -> tuple[dict, Scaler]:
+    """The saved trainer state and scaler for ``--resume``; a different run is refused, except
+    for its learning rates (``warn`` is told of each one changed): the run continues at the
+    new rates, the saved ones scaled by new / old (``Trainer.run``)."""
     import os
+
+    from deepcluster_cli.config import is_learning_rate
 
     path = resume_path(output)
     if not os.path.exists(path):
         raise UsageError(f"--resume: no resumable state at {path}; run without --resume")
     ck = load_checkpoint(path, kinds=("resume",))
+
+    rates: list[tuple[str, object, object]] = []
 
     def first_difference(then: dict, now: dict, where: str = ""):
         for key in sorted(set(then) | set(now)):
@@ -332,6 +338,9 @@ def load_resume(output: str, *, run: dict, schema: dict) -> tuple[dict, Scaler]:
                 if found is not None:
                     return found
             elif a != b:
+                if where == "config." and is_learning_rate(key) and a is not None and b:
+                    rates.append((key, a, b))
+                    continue
                 return f"{where}{key}", a, b
         return None
 
@@ -344,4 +353,7 @@ def load_resume(output: str, *, run: dict, schema: dict) -> tuple[dict, Scaler]:
         )
     if ck.schema != schema:
         raise UsageError(f"--resume: {path} was saved for other data (columns differ)")
+    for key, then, now in rates:
+        if warn is not None:
+            warn(f"--resume: continuing at {key}={now:g} (the interrupted run had {then:g})")
     return ck.extra["trainer"], Scaler.from_state(ck.scaler)

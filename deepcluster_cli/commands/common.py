@@ -446,12 +446,14 @@ def run_resumable(
     from pathlib import Path
 
     from deepcluster_cli.engine.interrupt import EXIT_CODES, graceful_stop
-    from deepcluster_cli.engine.trainer import StopTraining
-    from deepcluster_cli.errors import Interrupted
+    from deepcluster_cli.engine.trainer import StopTraining, TrainingDiverged
+    from deepcluster_cli.errors import Interrupted, TrainingError
     from deepcluster_cli.pipeline import load_resume, resume_path, save_resume
 
     check_max_time(max_time)
-    state = load_resume(output, run=run, schema=schema)[0] if resume else None
+    state = None
+    if resume:
+        state = load_resume(output, run=run, schema=schema, warn=progress.warn)[0]
     if not resume and Path(resume_path(output)).exists():
         progress.warn(
             f"{resume_path(output)} holds an interrupted run; this run starts over and removes it "
@@ -469,6 +471,16 @@ def run_resumable(
                 raise Interrupted(f"interrupted: {hint}", EXIT_CODES[stop.signum]) from None
             progress.warn(f"--max-time reached before the end of training: {hint}")
             return None
+        except TrainingDiverged as err:
+            # the spec's "keep the last good checkpoint": the state before the failing epoch
+            path = resume_path(output)
+            if is_main_process():
+                save_resume(output, run=run, schema=schema, scaler=scaler, state=err.state)
+            raise TrainingError(
+                f"{err.head}; the state before that epoch is saved to {path}: repeat the "
+                f"command with a lower learning rate ({err.lr_option}) and --resume to "
+                "continue from it, or scale the data (--scale standard) and start over"
+            ) from None
 
 
 def remove_resume_state(output: str) -> None:

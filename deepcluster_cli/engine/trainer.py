@@ -14,6 +14,7 @@ Python, and the small networks of deep clustering spend most of an eager step do
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -407,13 +408,22 @@ class Trainer:
         model.train()
         graphed = graph_eligible(stage, self.device)
         opt = make_optimizer(stage.params, stage, capturable=graphed)
+        # each group's starting learning rate, saved with a resumable state: a resumed run
+        # given another one (after a NaN, a lower --lr) scales the saved rates by new / old
+        base_lr = [float(g["lr"]) for g in opt.param_groups]
         first_epoch = 0
         current = resume.get("current")
         if current is not None and current["index"] == index:
             model.load_state_dict(current["module"])
             load_optimizer_state(opt, current["optimizer"], capturable=graphed)
+            saved = current.get("base_lr")
+            if saved is not None and len(saved) == len(base_lr):
+                for g, new, old in zip(opt.param_groups, base_lr, saved, strict=True):
+                    if new != old:
+                        g["lr"] = g["lr"] * new / old
             first_epoch = int(current["epoch"])
             self.resume = None  # everything after this point trains normally
+        self._base_lr = base_lr
         w = distributed.world()
         if w.active:
             # whatever each rank computed before this stage (k-means, GMM fits...), rank 0's
@@ -446,6 +456,8 @@ class Trainer:
         # the last good parameters, to restore if the loss turns NaN: one buffer per run,
         # refreshed in place each epoch (no allocation in the loop)
         good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # and the optimiser's state of the same moment, so that a NaN leaves a resumable state
+        good_opt = OptimizerSnapshot(opt)
         with self.progress.stage(stage.name, total) as bar:
             for epoch in range(first_epoch, total):
                 averaging = stage.average is not None and epoch == stage.epochs
@@ -460,6 +472,7 @@ class Trainer:
                 ):
                     for g in opt.param_groups:
                         g["lr"] = max(g["lr"] * stage.lr_decay, stage.lr_min)
+                good_opt.take()  # after this epoch's decay: a resumed epoch does not redo it
                 if stage.on_epoch_start is not None:
                     stage.on_epoch_start(epoch)
                 t0 = time.perf_counter()
@@ -478,11 +491,12 @@ class Trainer:
                 parts = dict(zip(means.keys(), values))
                 if not all(math.isfinite(v) for v in values):
                     model.load_state_dict(good)
-                    raise TrainingError(
+                    self.history.extend(rows)
+                    raise TrainingDiverged(
                         f"the loss became {'NaN' if any(v != v for v in values) else 'infinite'}"
-                        f" in stage '{stage.name}' epoch {epoch + 1}; the model was not saved. "
-                        f"Lower the learning rate ({_lr_option(stage.name)}) or scale the data "
-                        "(--scale standard)."
+                        f" in stage '{stage.name}' epoch {epoch + 1}; the model was not saved",
+                        _lr_option(stage.name),
+                        self._state(index, epoch, model, good_opt.state_dict()),
                     )
                 if averager is not None:
                     averager.apply()
@@ -511,17 +525,22 @@ class Trainer:
     def _stop(self, index, epoch, model, opt, restore) -> StopTraining:
         if restore is not None:  # an averaging epoch cut short restarts from its beginning
             model.load_state_dict(restore)
-        state = {
+        return StopTraining(self._state(index, epoch, model, opt.state_dict()), self.stop_signal)
+
+    def _state(self, index: str, epoch: int, model: nn.Module, optimizer: dict) -> dict:
+        """A resumable state: the finished runs, and run ``index`` to continue at ``epoch``
+        from ``model``'s parameters and ``optimizer``'s state."""
+        return {
             "finished": dict(self.finished),
             "current": {
                 "index": index,
                 "epoch": epoch,
                 "module": _cpu_state(model),
-                "optimizer": opt.state_dict(),
+                "optimizer": optimizer,
+                "base_lr": list(self._base_lr),
             },
             "history": list(self.history),
         }
-        return StopTraining(state, self.stop_signal)
 
 
 def _share_batch_terms(parts: dict[str, Tensor], names, share: float) -> dict[str, Tensor]:
@@ -536,6 +555,75 @@ def _share_batch_terms(parts: dict[str, Tensor], names, share: float) -> dict[st
 
 def _cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class OptimizerSnapshot:
+    """A copy of an optimiser's state (its tensors copied in place into buffers allocated
+    once, its learning rates) that :meth:`state_dict` gives back in ``opt.state_dict()``'s
+    form: the state at the last good epoch, for the resumable state a NaN leaves."""
+
+    def __init__(self, opt: torch.optim.Optimizer):
+        self.opt = opt
+        self.buffers: dict[tuple[int, str], Tensor] = {}
+        self.other: dict[tuple[int, str], object] = {}
+        self.lrs: list = []
+        self._pairs: tuple[list[Tensor], list[Tensor]] | None = None
+        self.take()
+
+    def _entries(self):
+        i = 0
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                for key, value in self.opt.state.get(p, {}).items():
+                    yield (i, key), value
+                i += 1
+
+    @torch.no_grad()
+    def take(self) -> None:
+        self.lrs = [g["lr"] for g in self.opt.param_groups]
+        tensors, other = [], {}
+        for key, value in self._entries():
+            if isinstance(value, Tensor):
+                tensors.append((key, value))
+            else:
+                other[key] = copy.deepcopy(value)
+        self.other = other
+        sources = [v for _, v in tensors]
+        if (
+            self._pairs is not None
+            and len(sources) == len(self._pairs[0])
+            and all(a is b for a, b in zip(sources, self._pairs[0], strict=True))
+        ):
+            if sources:  # the common case: the same tensors, copied without allocating
+                torch._foreach_copy_(self._pairs[1], sources)
+            return
+        # the first epochs (Adam makes its state at the first step), or new state tensors
+        self.buffers = {key: v.detach().clone() for key, v in tensors}
+        self._pairs = (sources, list(self.buffers.values()))
+
+    def state_dict(self) -> dict:
+        sd = self.opt.state_dict()
+        state: dict[int, dict] = {}
+        for (i, key), value in list(self.buffers.items()) + list(self.other.items()):
+            state.setdefault(i, {})[key] = (
+                value.detach().cpu().clone() if isinstance(value, Tensor) else value
+            )
+        groups = [{**g, "lr": lr} for g, lr in zip(sd["param_groups"], self.lrs, strict=True)]
+        return {"state": state, "param_groups": groups}
+
+
+class TrainingDiverged(TrainingError):
+    """The loss turned NaN or infinite (``head`` says where); the last good parameters are
+    restored, and ``state`` resumes the run from the start of the failing epoch (``--resume``
+    with a lower learning rate, ``lr_option``, continues from it)."""
+
+    def __init__(self, head: str, lr_option: str, state: dict):
+        super().__init__(
+            f"{head}. Lower the learning rate ({lr_option}) or scale the data (--scale standard)."
+        )
+        self.head = head
+        self.lr_option = lr_option
+        self.state = state
 
 
 class StopTraining(Exception):

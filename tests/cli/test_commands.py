@@ -271,8 +271,9 @@ def test_existing_model_untouched_when_training_fails(cli, digits_csv, tmp_path)
         "--quiet",
     )
     assert r.exit_code == 1, r.stderr
-    assert "lower the learning rate" in r.stderr.lower()
+    assert "a lower learning rate (--lr of deepcluster pretrain; --set pretrain_lr=X" in r.stderr
     assert out.read_bytes() == b"previous model"
+    assert (tmp_path / "m.pt.resume").exists()  # the state before the failing epoch
 
 
 def run(*args, input=None):

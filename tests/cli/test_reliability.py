@@ -16,6 +16,15 @@ COLS = ["--id-column", "image_id", "--label-column", "label"]
 TINY = ["--arch", "32", "--latent", "4", "--batch-size", "64"]
 
 
+def tiny_train(data, method, out, **settings):
+    """``train`` of ``method`` on a small autoencoder (32 units, 4 codes) pretrained by the
+    method itself, k = 10, with ``--set`` ``settings``."""
+    args = ["train", data, *COLS, "-m", method, "-k", 10, "-o", out]
+    for key, value in {"arch": 32, "latent": 4, **settings}.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
 def history(path):
     ck = torch.load(path, weights_only=True)
     return ck["history"]
@@ -76,23 +85,7 @@ def test_resume_without_state_is_a_usage_error(cli, digits_csv, tmp_path):
 
 def test_multi_stage_method_resumes_after_its_pretraining_stage(cli, digits_csv, tmp_path):
     out = tmp_path / "m.pt"
-    args = [
-        "train",
-        digits_csv,
-        *COLS,
-        "-m",
-        "aekm",
-        "-k",
-        10,
-        "--set",
-        "arch=32",
-        "--set",
-        "latent=4",
-        "--set",
-        "pretrain_epochs=3",
-        "-o",
-        out,
-    ]
+    args = tiny_train(digits_csv, "aekm", out, pretrain_epochs=3)
     r = cli(*args, "--max-time", "1e-6")
     assert r.exit_code == 0 and not out.exists()
     first = history(tmp_path / "m.pt.resume")[0]
@@ -237,3 +230,41 @@ def test_a_full_disk_is_one_line_naming_the_output_not_an_internal_error(
     ]
     monkeypatch.undo()
     assert report.read_text() == "old"
+
+
+def test_a_nan_keeps_the_last_good_state_and_resume_continues_at_a_lower_rate(
+    cli, digits_csv, tmp_path
+):
+    """spec/cli.md: "loss becomes NaN: stop, keep the last good checkpoint, exit 1 with
+    advice (lower --lr)". The state before the failing epoch is saved for --resume, which
+    takes a changed learning rate (and only that) to continue from it."""
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the user's earlier model")
+    args = [*tiny_train(digits_csv, "idec", out, pretrain_epochs=2, optimizer="sgd"), "--epochs", 3]
+    r = cli(*args, "--lr", "1e6")
+    assert r.exit_code == 1
+    state = tmp_path / "m.pt.resume"
+    assert f"saved to {state}" in r.stderr and "--resume" in r.stderr and "(--lr)" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("deepcluster: error: the loss became NaN in stage 'idec' epoch 1")
+    assert r.stderr.count("error") == 1 and "Traceback" not in r.stderr
+    assert out.read_bytes() == b"the user's earlier model"
+    # the finished pretraining (stage 1) is kept; the failing stage starts over at its epoch 1
+    assert [(row["stage"], row["epoch"]) for row in history(state)] == [
+        ("pretrain", 1),
+        ("pretrain", 2),
+    ]
+    # another change than a learning rate is still refused
+    r = cli(*args, "--lr", "1e-3", "--set", "momentum=0.5", "--resume")
+    assert r.exit_code == 2 and "momentum" in r.stderr
+    r = cli(*args, "--lr", "1e-3", "--resume", "--labels", tmp_path / "l.csv")
+    assert r.exit_code == 0, r.stderr
+    assert "continuing at lr=0.001 (the interrupted run had 1e+06)" in r.stderr
+    assert [(row["stage"], row["epoch"]) for row in history(out)] == [
+        ("pretrain", 1),
+        ("pretrain", 2),
+        ("idec", 1),
+        ("idec", 2),
+        ("idec", 3),
+    ]
+    assert not state.exists() and len(pd.read_csv(tmp_path / "l.csv")) == 1797

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepcluster_cli.engine.trainer import Stage, Trainer
+from deepcluster_cli.engine import trainer as trainer_module
+from deepcluster_cli.engine.trainer import Stage, Trainer, TrainingDiverged
 from deepcluster_cli.errors import TrainingError
 
 
@@ -60,6 +61,91 @@ def test_nan_advice_names_the_option_that_sets_the_stages_learning_rate(stage, o
     with pytest.raises(TrainingError) as err:
         Trainer(data).run(model, Stage(stage, exploding, model.parameters(), epochs=1))
     assert option in str(err.value)
+
+
+def _fails_at(model, bad_epoch):
+    """A stage's loss (squared error) that turns NaN from 0-based epoch ``bad_epoch``."""
+    now = {"epoch": 0}
+
+    def loss(rows, idx):
+        err = (model(rows[:, :3]) - rows[:, 3:]).pow(2).mean()
+        return {"loss": err * float("nan") if now["epoch"] >= bad_epoch else err}
+
+    return loss, lambda epoch: now.update(epoch=epoch)
+
+
+def _stage(model, loss, start, lr=0.05, **kw):
+    kw = {"epochs": 5, "batch_size": 32, **kw}
+    return Stage("fit", loss, model.parameters(), lr=lr, on_epoch_start=start, **kw)
+
+
+@pytest.fixture
+def optimizers(monkeypatch):
+    """The optimisers the trainer makes, in order (it keeps none of its own)."""
+    made = []
+    real = trainer_module.make_optimizer
+
+    def keep(*args, **kw):
+        made.append(real(*args, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(trainer_module, "make_optimizer", keep)
+    return made
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_nan_leaves_the_state_of_the_last_good_epoch_to_resume_from(optimizer, optimizers):
+    """The spec's "keep the last good checkpoint": the parameters and the optimiser's state
+    (Adam's moments and step, SGD's momentum, the decayed rate) of the start of the failing
+    epoch, not what the NaN step left."""
+    kw = dict(optimizer=optimizer, momentum=0.9, lr_decay_every=1, lr_decay=0.5)
+    data, model = linear_problem()
+    loss, start = _fails_at(model, 2)
+    torch.manual_seed(1)
+    with pytest.raises(TrainingDiverged) as err:
+        Trainer(data).run(model, _stage(model, loss, start, **kw))
+    current = err.value.state["current"]
+    assert current["epoch"] == 2 and "epoch 3" in err.value.head
+    assert [r["epoch"] for r in err.value.state["history"]] == [1, 2]
+
+    # the same two good epochs, stopped there
+    data, ref = linear_problem()
+    ok, start = _fails_at(ref, 99)
+    torch.manual_seed(1)
+    Trainer(data).run(ref, _stage(ref, ok, start, **{**kw, "epochs": 2}))
+    for k, v in ref.state_dict().items():
+        assert torch.equal(current["module"][k], v)
+    want = optimizers[1].state_dict()
+    saved = current["optimizer"]
+    assert saved["state"].keys() == want["state"].keys() and saved["state"]
+    for i, entry in want["state"].items():
+        assert entry.keys() == saved["state"][i].keys()
+        for key, value in entry.items():
+            assert torch.equal(torch.as_tensor(saved["state"][i][key]), torch.as_tensor(value))
+    # the failing epoch's rate after its decay (0.05 / 4): the resumed epoch skips the decay
+    assert saved["param_groups"][0]["lr"] == pytest.approx(0.0125)
+    assert want["param_groups"][0]["lr"] == pytest.approx(0.025)  # the reference stopped before
+
+
+def test_a_resumed_run_given_a_lower_rate_continues_at_it_from_the_saved_state(optimizers):
+    data, model = linear_problem()
+    loss, start = _fails_at(model, 2)
+    with pytest.raises(TrainingDiverged) as err:
+        Trainer(data).run(model, _stage(model, loss, start, lr_decay_every=1, lr_decay=0.5))
+    state = err.value.state
+
+    data, model = linear_problem()
+    ok, _ = _fails_at(model, 99)
+    tr = Trainer(data)
+    tr.resume_from(state)
+    seen = []
+    stage = _stage(model, ok, seen.append, lr=0.005, lr_decay_every=1, lr_decay=0.5)
+    rows = tr.run(model, stage)
+    assert seen == [2, 3, 4]  # it continued at the failing epoch
+    assert [r["epoch"] for r in tr.history] == [1, 2, 3, 4, 5]
+    assert all(r["loss"] == r["loss"] for r in rows)
+    # the saved rate (0.0125, decays included) scaled by 0.005 / 0.05, then decayed twice more
+    assert optimizers[1].param_groups[0]["lr"] == pytest.approx(0.0125 * 0.1 * 0.25)
 
 
 def test_every_row_is_visited_once_per_epoch():
