@@ -46,6 +46,8 @@ def info(
         "final": {k: v for k, v in last.items() if k not in ("seconds",)},
         "versions": ck.versions,
     }
+    if ck.kind == "resume":
+        meta["resumes_at"] = resumes_at(ck.extra.get("trainer"))
     if out_format == "json":  # the table keeps to the summary; JSON adds every epoch's row
         typer.echo(json.dumps({**meta, "history": ck.history}, indent=2, default=str))
         return
@@ -55,6 +57,16 @@ def info(
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         typer.echo(f"{key:<18} {value}")
+
+
+def resumes_at(trainer) -> str | None:
+    """Where ``--resume`` continues a resumable state: ``stage 'idec', epoch 3``."""
+    current = trainer.get("current") if isinstance(trainer, dict) else None
+    if not isinstance(current, dict) or not isinstance(current.get("epoch"), int):
+        return None
+    stage = current.get("stage")
+    where = f"stage '{stage}', " if isinstance(stage, str) else ""
+    return f"{where}epoch {current['epoch'] + 1}"
 
 
 def network(spec) -> str | None:

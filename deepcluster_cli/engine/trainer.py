@@ -424,6 +424,7 @@ class Trainer:
             first_epoch = int(current["epoch"])
             self.resume = None  # everything after this point trains normally
         self._base_lr = base_lr
+        self._stage_name = stage.name
         w = distributed.world()
         if w.active:
             # whatever each rank computed before this stage (k-means, GMM fits...), rank 0's
@@ -534,6 +535,7 @@ class Trainer:
             "finished": dict(self.finished),
             "current": {
                 "index": index,
+                "stage": self._stage_name,  # for people (deepcluster info): resuming uses index
                 "epoch": epoch,
                 "module": _cpu_state(model),
                 "optimizer": optimizer,

@@ -254,6 +254,8 @@ def test_a_nan_keeps_the_last_good_state_and_resume_continues_at_a_lower_rate(
         ("pretrain", 1),
         ("pretrain", 2),
     ]
+    r = cli("info", state, "--format", "json")
+    assert json.loads(r.stdout)["resumes_at"] == "stage 'idec', epoch 1"
     # another change than a learning rate is still refused
     r = cli(*args, "--lr", "1e-3", "--set", "momentum=0.5", "--resume")
     assert r.exit_code == 2 and "momentum" in r.stderr
