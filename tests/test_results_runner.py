@@ -113,6 +113,12 @@ def test_text_set_uses_its_cluster_count_and_text_preset(run_module, tmp_path):
     runner.call = FakeCalls(ACC)  # the shared autoencoder's pretrain
     argv, _, settings = runner.train_argv("fortunes", 0, "repnet")
     assert argv[argv.index("-k") + 1] == "8" and argv[argv.index("--preset") + 1] == "text"
+    # the others take their papers' text preset, the first of the set's names they have
+    presets = {"dec": "reuters", "idec": "reuters", "vade": "reuters10k", "dgg": "reuters10k"}
+    for method, preset in presets.items():
+        argv, _, settings = runner.train_argv("fortunes", 0, method)
+        assert argv[argv.index("--preset") + 1] == preset and f"preset {preset}" in settings
+    assert "--preset" not in runner.train_argv("fortunes", 0, "dcn")[0]  # it has none for text
     cp, _, _ = runner.clustpy_argv("fortunes", 0, "DEC")
     assert cp[cp.index("-k") + 1] == "8"
     # the image sets keep the stored commands of earlier runs (ClustPy's default k is 10)
