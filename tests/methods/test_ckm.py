@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from deepcluster_cli.engine.checkpoint import load_checkpoint
 from deepcluster_cli.methods.ckm import (
     METHOD,
     CKMModel,
@@ -20,6 +21,7 @@ from deepcluster_cli.methods.ckm import (
     squared_distances,
     straight_through,
     temperature,
+    total_scatter,
 )
 from deepcluster_cli.nn.mlp import AEConfig, Autoencoder
 
@@ -62,6 +64,34 @@ def test_kmeans_term_is_the_mean_squared_distance_to_the_sampled_centroid():
     hard = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     mu = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
     assert_close(kmeans_term(z, hard, mu), torch.tensor(2.5))  # (1 + 4) / 2
+
+
+def test_total_scatter_is_the_mean_squared_distance_to_the_mean():
+    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]])  # mean (1, 1)
+    assert_close(total_scatter(z), torch.tensor((2.0 + 2.0 + 4.0) / 3))
+
+
+def test_km_norm_scatter_starts_at_the_papers_term_and_does_not_reward_shrinking():
+    """km_norm=scatter: on the initial codes the term is the paper's; scaling codes and
+    centroids by c scales the paper's term by c^2 (shrinking pays) and leaves ours as it was."""
+    z = torch.tensor([[0.0, 0.0], [2.0, 2.0], [3.0, 1.0]])
+    hard = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    mu = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    model = CKMModel(None, 2, 2, sigma=1.0, lam=0.1, scatter0=float(total_scatter(z)))
+    paper = kmeans_term(z, hard, mu)
+    assert_close(model.normalised(paper, z), paper)
+    half = kmeans_term(z / 2, hard, mu / 2)
+    assert_close(half, paper / 4)
+    assert_close(model.normalised(half, z / 2), paper)
+    # its value: (1 + 4 + 2) / 3 over the scatter of z, times the initial scatter
+    other = z + torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    want = kmeans_term(other, hard, mu) * total_scatter(z) / total_scatter(other)
+    assert_close(model.normalised(kmeans_term(other, hard, mu), other), want)
+    # off (the paper's term) unless asked, and a checkpoint from before the setting loads
+    assert_close(CKMModel(None, 2, 2, sigma=1.0, lam=0.1).normalised(half, z / 2), half)
+    spec = {**model.spec, "autoencoder": None}
+    del spec["scatter0"]
+    assert METHOD.build(spec).scatter0 == 0.0
 
 
 def test_temperature_anneals_exponentially_from_start_to_end():
@@ -171,7 +201,8 @@ def test_shallow_ckm_matches_kmeans_nmi_on_a_small_tabular_set():
     assert nmi(y, res.labels) > nmi(y, km.labels_) - 0.04
 
 
-def test_cli_train_assign_generate_round_trip(cli, blobs_csv, tmp_path):
+@pytest.mark.parametrize("km_norm", ["none", "scatter"])
+def test_cli_train_assign_generate_round_trip(cli, blobs_csv, tmp_path, km_norm):
     ae, model = tmp_path / "ae.pt", tmp_path / "ckm.pt"
     r = cli(
         "pretrain",
@@ -210,6 +241,8 @@ def test_cli_train_assign_generate_round_trip(cli, blobs_csv, tmp_path):
         "1e-4",
         "--set",
         "n_init=2",
+        "--set",
+        f"km_norm={km_norm}",
         "-o",
         model,
         "--labels",
@@ -217,6 +250,8 @@ def test_cli_train_assign_generate_round_trip(cli, blobs_csv, tmp_path):
         "--quiet",
     )
     assert r.exit_code == 0, r.stderr
+    spec = load_checkpoint(str(model)).extra["spec"]
+    assert (spec["scatter0"] > 0) == (km_norm == "scatter")  # assign reads it back
     r = cli("assign", model, blobs_csv, "--label-column", "label", "--proba")
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -259,10 +294,17 @@ def test_cli_shallow_ckm_trains_on_the_features(cli, blobs_csv, tmp_path):
 
 @pytest.mark.parametrize(
     "setting, words",
-    [("tau_end=2", "tau_end"), ("init=lloyd", "init"), ("sigma=0", "sigma")],
+    [
+        ("tau_end=2", "tau_end"),
+        ("init=lloyd", "init"),
+        ("sigma=0", "sigma"),
+        ("km_norm=batch", "km_norm"),
+        ("shallow=true --set km_norm=scatter", "km_norm=scatter is for the deep model"),
+    ],
 )
 def test_cli_rejects_bad_settings_with_usage_error(cli, blobs_csv, tmp_path, setting, words):
-    r = cli("train", blobs_csv, "-m", "ckm", "-k", 3, "--set", setting, "-o", tmp_path / "m.pt")
+    sets = setting.split(" ")
+    r = cli("train", blobs_csv, "-m", "ckm", "-k", 3, "--set", *sets, "-o", tmp_path / "m.pt")
     assert r.exit_code == 2
     assert words in r.stderr
 
