@@ -338,7 +338,10 @@ def load_resume(output: str, *, run: dict, schema: dict, warn=None) -> tuple[dic
                 if found is not None:
                     return found
             elif a != b:
-                if where == "config." and is_learning_rate(key) and a is not None and b:
+                numbers = all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b)
+                )
+                if where == "config." and is_learning_rate(key) and numbers and b > 0:
                     rates.append((key, a, b))
                     continue
                 return f"{where}{key}", a, b

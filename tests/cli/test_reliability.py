@@ -270,3 +270,32 @@ def test_a_nan_keeps_the_last_good_state_and_resume_continues_at_a_lower_rate(
         ("idec", 3),
     ]
     assert not state.exists() and len(pd.read_csv(tmp_path / "l.csv")) == 1797
+
+
+def test_resume_takes_only_a_numeric_change_of_a_learning_rate(tmp_path):
+    """A learning rate may change on --resume (with a warning); any other setting, or a rate
+    that is not a number in a damaged state file, is a different run (was: an internal error
+    formatting 'fast' as a number)."""
+    import pytest
+
+    from deepcluster_cli.errors import UsageError
+    from deepcluster_cli.io.scaling import Scaler
+    from deepcluster_cli.pipeline import load_resume, save_resume
+
+    out = str(tmp_path / "m.pt")
+    schema = {"n_features": 2}
+    scaler = Scaler("none").fit(np.zeros((2, 2), dtype=np.float32))
+
+    def saved(config):
+        run = {"method": "dec", "config": config}
+        save_resume(out, run=run, schema=schema, scaler=scaler, state={"history": []})
+
+    said = []
+    saved({"lr": 1e-3, "pretrain_lr": 1e-3, "lr_decay": 0.5})
+    now = {"method": "dec", "config": {"lr": 1e-4, "pretrain_lr": 1e-3, "lr_decay": 0.5}}
+    load_resume(out, run=now, schema=schema, warn=said.append)
+    assert said == ["--resume: continuing at lr=0.0001 (the interrupted run had 0.001)"]
+    for changed in ({"lr_decay": 0.9}, {"lr": "fast"}):
+        saved({**now["config"], **changed})
+        with pytest.raises(UsageError, match="different run"):
+            load_resume(out, run=now, schema=schema, warn=said.append)
