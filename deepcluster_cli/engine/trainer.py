@@ -417,7 +417,11 @@ class Trainer:
             model.load_state_dict(current["module"])
             load_optimizer_state(opt, current["optimizer"], capturable=graphed)
             saved = current.get("base_lr")
-            if saved is not None and len(saved) == len(base_lr):
+            if (
+                isinstance(saved, list)
+                and len(saved) == len(base_lr)
+                and all(isinstance(v, float) and v > 0 for v in saved)
+            ):
                 for g, new, old in zip(opt.param_groups, base_lr, saved, strict=True):
                     if new != old:
                         g["lr"] = g["lr"] * new / old
