@@ -566,7 +566,8 @@ def _cpu_state(model: nn.Module) -> dict:
 class OptimizerSnapshot:
     """A copy of an optimiser's state (its tensors copied in place into buffers allocated
     once, its learning rates) that :meth:`state_dict` gives back in ``opt.state_dict()``'s
-    form: the state at the last good epoch, for the resumable state a NaN leaves."""
+    form: the state at the last good epoch, for the resumable state a NaN leaves. The
+    training loop calls :meth:`take` at every epoch start, before anything can fail."""
 
     def __init__(self, opt: torch.optim.Optimizer):
         self.opt = opt
@@ -574,7 +575,6 @@ class OptimizerSnapshot:
         self.other: dict[tuple[int, str], object] = {}
         self.lrs: list = []
         self._pairs: tuple[list[Tensor], list[Tensor]] | None = None
-        self.take()
 
     def _entries(self):
         i = 0
