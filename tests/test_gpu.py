@@ -163,3 +163,86 @@ def test_a_replayed_graph_draws_noise_and_repeats_with_the_seed(gpu, monkeypatch
     eager_losses = [r["loss"] for r in runs[2][0].history]
     assert all(np.isfinite(graph_losses)) and graph_losses[-1] < graph_losses[0]
     assert abs(graph_losses[-1] - eager_losses[-1]) < 0.05 * eager_losses[-1]
+
+
+def test_a_nan_in_a_replayed_epoch_leaves_a_state_that_resumes_as_the_unbroken_run(
+    gpu, monkeypatch
+):
+    """spec/cli.md's NaN rule on the CUDA-graph path: a NaN inside the replayed steps of epoch
+    3 restores the parameters and capturable Adam's state (moments and step counts held on the
+    GPU) of the start of that epoch; resumed from that state (a fresh graph, captured again
+    after its warm-up) and the random generators of that moment (a resumed run draws other
+    batch orders: docs/reliability.md), the run ends where the unbroken one does, to float
+    rounding."""
+    from deepcluster_cli.engine.trainer import OptimizerSnapshot, TrainingDiverged
+    from deepcluster_cli.nn.mlp import AEConfig
+
+    torch.manual_seed(0)
+    clean = torch.rand(1000, 20, device=gpu)
+    cfg = AEConfig(n_features=20, arch=(32, 16), latent=3, loss="mse")
+    unbroken_tr, unbroken = _pretrain(clean, cfg, graphs=True, monkeypatch=monkeypatch)
+    import deepcluster_cli.engine.trainer as trainer_module
+
+    made, make = [], trainer_module.make_optimizer
+    monkeypatch.setattr(
+        trainer_module, "make_optimizer", lambda *a, **k: made.append(make(*a, **k)) or made[-1]
+    )
+    _, two = _pretrain(clean, cfg, graphs=True, monkeypatch=monkeypatch, epochs=2)
+    monkeypatch.setattr(trainer_module, "make_optimizer", make)
+
+    # a NaN row (read by a replayed step: the graph gathers from this tensor) from epoch 3 on
+    broken = clean.clone()
+    take, calls, rng = OptimizerSnapshot.take, [], []
+    on_gpu = torch.device(gpu).type == "cuda"
+
+    def generators():
+        return torch.get_rng_state(), torch.cuda.get_rng_state(gpu) if on_gpu else None
+
+    def take_then_break(self):
+        take(self)
+        calls.append(1)
+        if len(calls) == 3:  # the start of epoch 3, after its snapshot
+            rng.append(generators())
+            broken[500].fill_(float("nan"))
+
+    monkeypatch.setattr(OptimizerSnapshot, "take", take_then_break)
+    with pytest.raises(TrainingDiverged) as err:
+        _pretrain(broken, cfg, graphs=True, monkeypatch=monkeypatch)
+    monkeypatch.setattr(OptimizerSnapshot, "take", take)
+    state = err.value.state
+    current = state["current"]
+    assert current["epoch"] == 2 and "epoch 3" in err.value.head
+    for k, v in two.state_dict().items():
+        torch.testing.assert_close(current["module"][k], v.cpu(), rtol=0, atol=0)
+    saved, want = current["optimizer"]["state"], made[0].state_dict()["state"]
+    assert saved.keys() == want.keys() and saved
+    for i, entry in want.items():
+        for key, value in entry.items():  # Adam's moments and step counts, as the GPU held them
+            torch.testing.assert_close(saved[i][key], value.cpu(), rtol=0, atol=0)
+    assert {float(e["step"]) for e in saved.values()} == {2 * 16.0}  # 2 epochs of 16 batches
+
+    from deepcluster_cli.engine.trainer import Trainer
+    from deepcluster_cli.methods.base import pretrain_autoencoder
+
+    def take_and_rewind(self):
+        take(self)
+        if rng:  # the resumed epoch 3 draws its batch order as the unbroken run's did
+            cpu, cuda = rng.pop()
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, gpu)
+
+    monkeypatch.setattr(OptimizerSnapshot, "take", take_and_rewind)
+    monkeypatch.setenv("DEEPCLUSTER_CUDA_GRAPHS", "1")
+    tr = Trainer(clean)
+    tr.resume_from(state)
+    resumed = pretrain_autoencoder(tr, cfg, epochs=4, lr=1e-3, batch_size=64)
+    assert [r["epoch"] for r in tr.history] == [1, 2, 3, 4] and not rng
+    if on_gpu:
+        from deepcluster_cli.engine.trainer import GraphStep
+
+        assert tr.graph_steps == 2 * 15 - GraphStep.WARMUP
+    losses = [[r["loss"] for r in t.history] for t in (unbroken_tr, tr)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    for a, b in zip(unbroken.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
