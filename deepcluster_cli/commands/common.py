@@ -266,6 +266,25 @@ def warn_id_like_features(table, progress) -> None:
             )
 
 
+def warn_empty_clusters(labels, n_clusters: int, progress) -> None:
+    """Warn when the training rows' labels leave some of the ``n_clusters`` clusters empty
+    (dgg can drain one into its neighbour, a DEC-like target can starve one): a user who asked
+    for k clusters and pipes the labels on would otherwise not know. scikit-learn's KMeans
+    warns likewise."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_clusters)
+    empty = np.flatnonzero(counts[:n_clusters] == 0).tolist()
+    if not empty:
+        return
+    which = ", ".join(map(str, empty))
+    progress.warn(
+        f"{len(empty)} of the {n_clusters} clusters ended with no rows (cluster"
+        f"{'s' if len(empty) > 1 else ''} {which}): the labels use {n_clusters - len(empty)}; "
+        "another --seed may keep them all"
+    )
+
+
 def schema_of(table) -> dict:
     return {"feature_names": table.feature_names, "n_features": int(table.features.shape[1])}
 

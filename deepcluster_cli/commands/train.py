@@ -22,6 +22,7 @@ from deepcluster_cli.commands.common import (
     run_resumable,
     schema_of,
     setup_torch,
+    warn_empty_clusters,
     where,
 )
 from deepcluster_cli.options import (
@@ -243,6 +244,7 @@ def train(
     )
     if result is None or not is_main_process():  # torchrun: rank 0 writes
         return
+    warn_empty_clusters(result.labels, n_clusters, progress)
 
     def write_model() -> None:
         save_model(

@@ -542,3 +542,28 @@ def test_assign_takes_new_rows_whose_label_column_is_blank(cli, trained, digits_
     # train still needs every label it reads
     r = cli("train", paths["csv"], *COLS, "-m", "kmeans", "-k", "3", "-o", tmp_path / "k.pt")
     assert r.exit_code == 2 and "missing label in row 1" in r.stderr
+
+
+def test_train_warns_when_the_labels_leave_a_cluster_empty(cli, blobs_csv, tmp_path, monkeypatch):
+    """Asked for k clusters, a method can end with fewer (dgg drains a cluster on digits):
+    one warning line names them, the run still succeeds; a run that keeps all k says nothing."""
+    import deepcluster_cli.pipeline as pipeline
+
+    args = ["train", blobs_csv, "--label-column", "label", "-m", "kmeans", "-k", "4", "-q"]
+    r = cli(*args, "-o", tmp_path / "all.pt")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+    fit = pipeline.fit
+
+    def merging(*a, **kw):
+        result = fit(*a, **kw)
+        result.labels[np.isin(result.labels, (1, 3))] = 0  # two clusters drained into 0
+        return result
+
+    monkeypatch.setattr(pipeline, "fit", merging)  # `train` imports it when it runs
+    r = cli(*args, "-o", tmp_path / "m.pt", "--labels", tmp_path / "l.csv")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "deepcluster: warning: 2 of the 4 clusters ended with no rows (clusters 1, 3): "
+        "the labels use 2; another --seed may keep them all"
+    ]
+    assert set(pd.read_csv(tmp_path / "l.csv")["cluster"]) == {0, 2}
