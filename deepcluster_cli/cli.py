@@ -160,6 +160,12 @@ def main() -> None:
         raise
     except KeyboardInterrupt as exc:  # outside a command (parsing, start-up)
         sys.exit(interrupted(exc).exit_code)
+    except BrokenPipeError:  # `deepcluster | head -1`: the help's reader went away
+        _silence_stdout()
+        sys.exit(0)
+    except OSError as exc:  # the help or --version to a full disk or a closed stdout
+        _silence_stdout()  # (a command reports its own; this is parsing and printing help)
+        sys.exit(fail(exc.strerror or str(exc), 1).exit_code)
     finally:
         # imported only by the commands that train (no torch import for the others); a no-op
         # without a process group

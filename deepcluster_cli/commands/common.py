@@ -356,11 +356,17 @@ def check_output(path: str | None) -> None:
     import tempfile
     from pathlib import Path
 
+    from deepcluster_cli.io.atomic import resolve_output
+
     if path is None or path == "-":
         return
-    p = Path(path)
-    if p.is_dir():
+    if Path(path).is_dir():
         raise UsageError(f"{path}: is a directory; give a file name")
+    p, regular = resolve_output(path)  # a link's target; a device or pipe is written through
+    if not regular:
+        if not os.access(p, os.W_OK):
+            raise UsageError(f"{path}: cannot write to it (permission denied)")
+        return
     if not p.parent.exists():
         raise UsageError(f"{path}: output folder {p.parent} does not exist")
     try:
@@ -470,6 +476,12 @@ def run_resumable(
     from deepcluster_cli.pipeline import load_resume, resume_path, save_resume
 
     check_max_time(max_time)
+    where = Path(resume_path(output))
+    if where.exists() and not where.is_file():  # before any work: found only at the end, the
+        raise UsageError(  # model would be written and the run still fail
+            f"{where}: is not a file; it is where this run would keep an interrupted state: "
+            "move it away"
+        )
     state = None
     if resume:
         state = load_resume(output, run=run, schema=schema, warn=progress.warn)[0]
@@ -480,9 +492,22 @@ def run_resumable(
         )
     with graceful_stop(max_time) as control:
         try:
-            return body(control, state)
+            result = body(control, state)
+            if control.stop_signal is not None:  # torchrun: came after the last stage's loop
+                raise Interrupted(
+                    f"interrupted; {output} was not written", EXIT_CODES[control.stop_signal]
+                )
+            return result
         except StopTraining as stop:
             path = resume_path(output)
+            if stop.signum is not None and not (
+                stop.state.get("finished") or stop.state.get("current")
+            ):  # stopped in the first stage's k-means or set-up: nothing to continue from
+                raise Interrupted(
+                    f"interrupted before any training stage ended; {output} was not written "
+                    "and there is nothing to resume",
+                    EXIT_CODES[stop.signum],
+                ) from None
             if is_main_process():
                 save_resume(output, run=run, schema=schema, scaler=scaler, state=stop.state)
             hint = f"saved a resumable state to {path}; repeat the command with --resume"
@@ -502,7 +527,9 @@ def run_resumable(
             ) from None
 
 
-def remove_resume_state(output: str) -> None:
+def remove_resume_state(output: str, warn) -> None:
+    """Remove the interrupted run's state once the run has succeeded (its outputs are in
+    place); one that cannot be removed is a warning, not a failure of that run."""
     import os
 
     if not is_main_process():
@@ -513,3 +540,5 @@ def remove_resume_state(output: str) -> None:
         os.remove(resume_path(output))
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        warn(f"{resume_path(output)}: could not remove the old resumable state ({exc.strerror})")

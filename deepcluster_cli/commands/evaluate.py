@@ -104,6 +104,8 @@ def evaluate(
     from deepcluster_cli.report import FORMATS, document_format, render
 
     refuse("evaluate", "run it as a plain command")
+    if output == "-":  # stdout, as everywhere else; the default without -o
+        output = None
     if out_format not in FORMATS:
         raise UsageError(f"--format {out_format!r}: choose one of {', '.join(FORMATS)}")
     if truth is None and data is None and report_file is None:
@@ -173,9 +175,18 @@ def evaluate(
         scores.update(internal_scores(table.features, pred))
     ckpt = None
     if model is not None:
-        from deepcluster_cli.engine.checkpoint import load_checkpoint
+        from deepcluster_cli.engine.checkpoint import KIND_NAMES, load_checkpoint
+        from deepcluster_cli.errors import ModelError
 
         ckpt = load_checkpoint(model)
+        if ckpt.kind != "model" and table is not None:
+            said = f"--model {model}: is {KIND_NAMES.get(ckpt.kind, ckpt.kind)}, which has no "
+            if report_file is None:  # the criterion on --data was all it was asked for
+                raise ModelError(said + "clustering criterion; give a model from deepcluster train")
+            typer.echo(
+                f"deepcluster: warning: {said}criterion for --data (the report shows its facts)",
+                err=True,
+            )
     if ckpt is not None and table is not None and ckpt.kind == "model":
         scores.update(model_criterion(model, table))
     report = {

@@ -62,6 +62,12 @@ def info(
 def resumes_at(trainer) -> str | None:
     """Where ``--resume`` continues a resumable state: ``stage 'idec', epoch 3``."""
     current = trainer.get("current") if isinstance(trainer, dict) else None
+    if current is None and isinstance(trainer, dict) and isinstance(trainer.get("finished"), dict):
+        n = len(trainer["finished"])  # stopped between stages
+        history = trainer.get("history")
+        last = history[-1].get("stage") if isinstance(history, list) and history else None
+        after = f"stage '{last}'" if isinstance(last, str) else f"{n} stage{'s' * (n > 1)}"
+        return f"the stage after {after}" if n else None
     if not isinstance(current, dict) or not isinstance(current.get("epoch"), int):
         return None
     stage = current.get("stage")

@@ -168,5 +168,5 @@ def pretrain(
         return
     ae, history = out
     save_autoencoder(output, ae, cfg, history=history, schema=schema_of(table), scaler=scaler)
-    remove_resume_state(output)
+    remove_resume_state(output, progress.warn)
     progress.info(f"wrote {output}")

@@ -254,7 +254,7 @@ def train(
             scaler=scaler,
             extra={"preset": preset, "pretrained": pretrained, "seed": seed},
         )
-        remove_resume_state(output)
+        remove_resume_state(output, progress.warn)
         progress.info(f"wrote {output}")
 
     if labels is None:

@@ -76,7 +76,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
 
 
 #: What each kind of checkpoint is, in the words of the command that writes it.
-_KINDS = {
+KIND_NAMES = {
     "model": "a clustering model (from deepcluster train)",
     "autoencoder": "an autoencoder (from deepcluster pretrain)",
     "resume": "a resumable state (MODEL.pt.resume, for --resume)",
@@ -127,8 +127,8 @@ def load_checkpoint(path: str | Path, *, kinds: tuple[str, ...] = KINDS) -> Chec
         )
     kind = payload.get("kind")
     if kind not in kinds:
-        want = " or ".join(_KINDS.get(k, f"a '{k}' checkpoint") for k in kinds)
-        have = _KINDS.get(kind, f"a checkpoint of kind '{kind}'")
+        want = " or ".join(KIND_NAMES.get(k, f"a '{k}' checkpoint") for k in kinds)
+        have = KIND_NAMES.get(kind, f"a checkpoint of kind '{kind}'")
         raise ModelError(f"{path}: is {have}; this needs {want}")
     try:
         ckpt = Checkpoint(

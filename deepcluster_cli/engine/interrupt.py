@@ -1,5 +1,7 @@
 """Graceful stops: SIGINT / SIGTERM ask the training loop to stop after its current step, so a
-resumable state can be saved; a second signal aborts at once."""
+resumable state can be saved; a second signal aborts at once. Outside a training loop (k-means,
+a GMM fit, between stages: nothing there checks the request) the first signal stops at once,
+with the finished stages as the resumable state."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from deepcluster_cli.engine.trainer import RunControl
+from deepcluster_cli.engine.trainer import RunControl, StopTraining
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -21,6 +23,8 @@ def graceful_stop(max_time: float | None = None) -> Iterator[RunControl]:
         if control.stop_signal is not None:
             raise KeyboardInterrupt
         control.stop_signal = signum
+        if not control.polling and control.resumable is not None:
+            raise StopTraining(control.resumable(), signum)
 
     previous = {}
     try:

@@ -113,6 +113,11 @@ class RunControl:
 
     stop_signal: int | None = None
     deadline: float | None = None
+    # True while a training loop runs and checks ``stop_signal`` after every step; outside it
+    # (k-means, a GMM fit, preparing the next stage) nothing would, so the signal handler
+    # stops at once with ``resumable()``: the finished stages (set by the Trainer)
+    polling: bool = False
+    resumable: Callable[[], dict] | None = None
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, *, capturable: bool) -> None:
@@ -273,6 +278,8 @@ class Trainer:
         self.finished: dict[str, dict] = {}  # str(run index) -> the module's final state
         self.resume: dict | None = None
         self.control = control or RunControl()
+        if not distributed.world().active:  # under torchrun every rank stops at a step end
+            self.control.resumable = self.state_between_stages
         self.batch_share = 1.0  # this rank's share of the current global batch (torchrun)
         self.graph_steps = 0  # steps run as a replayed CUDA graph (GraphStep)
 
@@ -283,6 +290,13 @@ class Trainer:
     @property
     def deadline(self) -> float | None:
         return self.control.deadline
+
+    def state_between_stages(self) -> dict:
+        """A resumable state when no stage is running: the finished stages (a resumed run
+        still replaying its finished stages keeps the state it resumed from)."""
+        if self.resume is not None:
+            return self.resume
+        return {"finished": dict(self.finished), "current": None, "history": list(self.history)}
 
     def resume_from(self, state: dict) -> None:
         """Continue from a state carried by :class:`StopTraining` (read from a checkpoint)."""
@@ -427,6 +441,8 @@ class Trainer:
                         g["lr"] = g["lr"] * new / old
             first_epoch = int(current["epoch"])
             self.resume = None  # everything after this point trains normally
+        elif current is None and self.resume is not None:
+            self.resume = None  # a state saved between stages: this one is the first to train
         self._base_lr = base_lr
         self._stage_name = stage.name
         w = distributed.world()
@@ -456,6 +472,17 @@ class Trainer:
             yield
 
     def _run(self, model, stage, opt, index, first_epoch, graph=None) -> list[dict]:
+        self.control.polling = True
+        try:
+            rows = self._epochs(model, stage, opt, index, first_epoch, graph)
+        finally:
+            self.control.polling = False
+        if self.control.stop_signal is not None and self.control.resumable is not None:
+            # the signal came after the loop's last check: the stage is finished, stop here
+            raise StopTraining(self.state_between_stages(), self.control.stop_signal)
+        return rows
+
+    def _epochs(self, model, stage, opt, index, first_epoch, graph=None) -> list[dict]:
         rows: list[dict] = []
         total = stage.epochs + (1 if stage.average is not None else 0)
         # the last good parameters, to restore if the loss turns NaN: one buffer per run,

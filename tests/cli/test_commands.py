@@ -567,3 +567,24 @@ def test_train_warns_when_the_labels_leave_a_cluster_empty(cli, blobs_csv, tmp_p
         "the labels use 2; another --seed may keep them all"
     ]
     assert set(pd.read_csv(tmp_path / "l.csv")["cluster"]) == {0, 2}
+
+
+def test_evaluate_dash_output_is_stdout_and_an_autoencoder_model_is_refused(
+    cli, trained, digits_csv, tmp_path, monkeypatch
+):
+    """`-o -` wrote a file named '-'; `--model AE.pt --data` silently left the criterion out."""
+    model, labels = trained, tmp_path / "train.csv"
+    monkeypatch.chdir(tmp_path)
+    r = cli("evaluate", labels, "--truth", digits_csv, "--label-column", "label", "-o", "-")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("acc") and not (tmp_path / "-").exists()
+    ae = tmp_path / "ae.pt"
+    args = ["evaluate", labels, "--data", digits_csv, *COLS, "--model"]
+    r = cli(*args, ae)
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [
+        f"deepcluster: error: --model {ae}: is an autoencoder (from deepcluster pretrain), which "
+        "has no clustering criterion; give a model from deepcluster train"
+    ]
+    r = cli(*args, model)
+    assert r.exit_code == 0 and "model_loss" in r.stdout, r.stderr

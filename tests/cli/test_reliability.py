@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 COLS = ["--id-column", "image_id", "--label-column", "label"]
@@ -299,3 +300,137 @@ def test_resume_takes_only_a_numeric_change_of_a_learning_rate(tmp_path):
         saved({**now["config"], **changed})
         with pytest.raises(UsageError, match="different run"):
             load_resume(out, run=now, schema=schema, warn=said.append)
+
+
+def test_a_signal_outside_a_training_loop_stops_at_once(cli, digits_csv, tmp_path, monkeypatch):
+    """SIGTERM/SIGINT during k-means (nothing there polls the stop request) were only noted:
+    the run went on to the end, exited 0 and replaced -o. Now the handler stops at once: the
+    finished stages (dec's pretraining) are saved to resume from, -o is untouched, and
+    --resume replays them and trains the rest."""
+    import os
+
+    import deepcluster_cli.methods.dec as dec
+
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the user's earlier model")
+    args = [*tiny_train(digits_csv, "dec", out, pretrain_epochs=2), "--epochs", 2, "-q"]
+    real = dec.kmeans_centroids
+
+    def signalled(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a batch scheduler would
+        return real(*a, **kw)
+
+    monkeypatch.setattr(dec, "kmeans_centroids", signalled)
+    r = cli(*args)
+    assert r.exit_code == 143, r.stderr
+    state = tmp_path / "m.pt.resume"
+    assert r.stderr.strip().splitlines() == [
+        f"deepcluster: error: interrupted: saved a resumable state to {state}; "
+        "repeat the command with --resume"
+    ]
+    assert out.read_bytes() == b"the user's earlier model"
+    assert [(row["stage"], row["epoch"]) for row in history(state)] == [
+        ("pretrain", 1),
+        ("pretrain", 2),
+    ]
+    r = cli("info", state, "--format", "json")
+    assert json.loads(r.stdout)["resumes_at"] == "the stage after stage 'pretrain'"
+    monkeypatch.setattr(dec, "kmeans_centroids", real)
+    r = cli(*args, "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert [(row["stage"], row["epoch"]) for row in history(out)] == [
+        ("pretrain", 1),
+        ("pretrain", 2),
+        ("dec", 1),
+        ("dec", 2),
+    ]
+    assert not state.exists()
+
+
+def test_a_signal_before_any_stage_ends_leaves_nothing_and_says_so(
+    cli, digits_csv, tmp_path, monkeypatch
+):
+    """kmeans has no training loop: an interrupt stops it (exit 130), writes nothing, and
+    leaves no state to resume."""
+    import os
+
+    import deepcluster_cli.methods.kmeans as kmeans
+
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the user's earlier model")
+    real = kmeans.kmeans_centroids
+
+    def signalled(*a, **kw):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(kmeans, "kmeans_centroids", signalled)
+    r = cli("train", digits_csv, *COLS, "-m", "kmeans", "-k", 10, "-o", out, "-q")
+    assert r.exit_code == 130, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"deepcluster: error: interrupted before any training stage ended; {out} was not "
+        "written and there is nothing to resume"
+    ]
+    assert out.read_bytes() == b"the user's earlier model"
+    assert not (tmp_path / "m.pt.resume").exists()
+
+
+def test_an_output_through_a_link_or_into_a_pipe_is_written_not_replaced(cli, digits_csv, tmp_path):
+    """Every output was renamed over its path: a symbolic link became a file (its target
+    never written), a named pipe or a device (`-o /dev/null` as root) a regular file. Now
+    the link's target is replaced and the link stays; a pipe receives the bytes."""
+    import os
+    import stat
+    import threading
+
+    train = ["train", digits_csv, *COLS, "-m", "kmeans", "-k", 3, "-q"]
+    real, link = tmp_path / "real.pt", tmp_path / "link.pt"
+    real.write_bytes(b"old")
+    link.symlink_to(real.name)
+    r = cli(*train, "-o", link)
+    assert r.exit_code == 0, r.stderr
+    assert link.is_symlink() and real.read_bytes()[:2] == b"PK"  # a checkpoint, through it
+
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    r = cli(*train, "-o", fifo)
+    reader.join(timeout=60)
+    assert r.exit_code == 0, r.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got and got[0][:2] == b"PK"
+
+
+def test_a_folder_where_the_resumable_state_goes_is_refused_before_any_work(
+    cli, digits_csv, tmp_path
+):
+    """`m.pt.resume` a folder: the run wrote -o, then failed removing it (exit 1 with the
+    user's model already replaced)."""
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the user's earlier model")
+    (tmp_path / "m.pt.resume").mkdir()
+    r = cli("train", digits_csv, *COLS, "-m", "kmeans", "-k", 3, "-o", out, "-q")
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [
+        f"deepcluster: error: {out}.resume: is not a file; it is where this run would keep an "
+        "interrupted state: move it away"
+    ]
+    assert out.read_bytes() == b"the user's earlier model"
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["train", "--help"]])
+def test_help_and_version_to_a_full_disk_or_a_closed_stdout_are_one_line(args):
+    """They ended in a traceback (OSError ENOSPC / EBADF) where commands say one line."""
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    cmd = [sys.executable, "-m", "deepcluster_cli", *args]
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == ["deepcluster: error: No space left on device"]
+    r = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == ["deepcluster: error: standard output is closed"]
