@@ -67,13 +67,14 @@ def assign(
         ),
     ] = None,
     shard_by: Annotated[
-        str,
+        Optional[str],
         typer.Option(
             "--shard-by",
-            help="block: contiguous rows, shards in order concatenate to the whole output; "
-            "stride: rows I, I+N, ... (works on stdin).",
+            help="With --shard: block (the default): contiguous rows, shards in order "
+            "concatenate to the whole output; stride: rows I, I+N, ... (works on stdin).",
+            show_default=False,
         ),
-    ] = "block",
+    ] = None,
     fmt: FormatOpt = None,
     columns: ColumnsOpt = None,
     label_column: LabelColOpt = None,
@@ -92,6 +93,9 @@ def assign(
 
     if batch_size < 1 or (chunk_rows is not None and chunk_rows < 1):
         raise UsageError("--batch-size and --chunk-rows must be at least 1")
+    if shard_by is not None and shard is None:  # refused rather than dropped
+        raise UsageError(f"--shard-by {shard_by} splits the rows of a --shard I/N: give --shard")
+    shard_by = shard_by or "block"
     if shard_by not in ("block", "stride"):
         raise UsageError(f"--shard-by {shard_by!r}: choose block or stride")
     part, parts = parse_shard(shard) if shard is not None else (0, 1)

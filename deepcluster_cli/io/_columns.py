@@ -167,6 +167,8 @@ def resolve_indexed(
         if id_column is None
         else parse_index(source, id_column, n_columns, "--id-column", kind)
     )
+    if label is not None and label == ident:  # `0` and `0`, or `63` and `-1` of 64
+        raise UsageError(f"--label-column and --id-column both name column {label}; give two")
     reserved = {label: "--label-column", ident: "--id-column"}
     if columns is not None:
         features = [parse_index(source, c, n_columns, "--columns", kind) for c in columns]

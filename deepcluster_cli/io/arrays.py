@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from deepcluster_cli.errors import DataError
+from deepcluster_cli.errors import DataError, UsageError
 from deepcluster_cli.io._columns import (
     LABEL_NAMES,
     as_index,
@@ -168,6 +168,11 @@ class _Npz:
             self._archive = np.load(self._handle, allow_pickle=False)
         except _ZIP_ERRORS as exc:
             self._handle.close()
+            if "pickled" in str(exc):  # numpy takes any other bytes for a pickle: say what it is
+                raise DataError(
+                    f"{self.source}: not an NPZ file (it starts with neither a zip archive's "
+                    "nor a .npy array's header); if it is another format, say so with --format"
+                ) from exc
             raise DataError(f"{self.source}: not a valid NPZ file ({exc})") from exc
         if isinstance(self._archive, np.ndarray):  # an NPY file named .npz
             self.keys: list[str] = ["arr_0"]
@@ -302,6 +307,8 @@ def iter_array_file(
     ``check_labels=False``: the label column is left out, not checked (``labels`` None)."""
     source = display_name(path)
     kind = fmt.upper()
+    if label_column is not None and str(label_column) == str(id_column):  # one NPZ array
+        raise UsageError(f"--label-column and --id-column both name '{label_column}'; give two")
     if fmt == "npz":
         archive = _Npz(path)
         try:

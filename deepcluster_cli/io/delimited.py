@@ -160,14 +160,14 @@ def _features(source: str, frame: pd.DataFrame, plan: NamedPlan, row0: int) -> n
         if column.dtype.kind not in "biuf":
             coerced = pd.to_numeric(column, errors="coerce")
             bad = np.flatnonzero(coerced.isna().to_numpy() & column.notna().to_numpy())
-            row, value = (int(bad[0]), column.iloc[int(bad[0])]) if len(bad) else (None, None)
-            raise not_numeric_error(
-                source,
-                name,
-                explicit=plan.explicit,
-                row=None if row is None else row0 + row + 1,
-                value=value,
-            )
+            if len(bad):
+                row = int(bad[0])
+                raise not_numeric_error(
+                    source, name, explicit=plan.explicit, row=row0 + row + 1, value=column.iloc[row]
+                )
+            # every cell a number, one an integer past int64 (pandas keeps them as Python
+            # ints): as floats they are numbers like the others; too large ones are inf below
+            column = coerced
         with np.errstate(over="ignore"):
             out[:, j] = column.to_numpy()
     check_finite(

@@ -335,3 +335,11 @@ def test_more_shards_than_rows_gives_empty_shards(cli, blobs, tmp_path):
 def test_block_shard_of_stdin_is_refused(cli, tmp_path):
     res = cli("assign", tmp_path / "m.pt", "-", "--shard", "0/2", input="a\n1\n")
     assert res.exit_code == 2 and "--shard-by stride" in res.stderr
+
+
+def test_shard_by_without_a_shard_is_refused_not_dropped(cli, tmp_path):
+    res = cli("assign", tmp_path / "m.pt", tmp_path / "d.csv", "--shard-by", "stride")
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        "deepcluster: error: --shard-by stride splits the rows of a --shard I/N: give --shard"
+    ]

@@ -75,6 +75,18 @@ def test_npy_same_column_twice_in_columns_is_usage_error(tmp_path):
         read_table(_npy(tmp_path, np.zeros((2, 3))), columns=["1", "-2"])
 
 
+@pytest.mark.parametrize(("label", "ident"), [("0", "0"), ("2", "-1"), ("y", "y")])
+def test_one_column_for_both_the_labels_and_the_ids_is_usage_error(tmp_path, label, ident):
+    """CSV refused it; an NPY / NPZ took the column for both (features as ids)."""
+    x = np.zeros((4, 3))
+    paths = [_npy(tmp_path, x)]
+    np.savez(tmp_path / "d.npz", X=x, y=np.arange(4))
+    paths.append(str(tmp_path / "d.npz"))
+    for path in paths if label == "y" else paths[:1]:
+        with pytest.raises(UsageError, match="both name"):
+            read_table(path, label_column=label, id_column=ident)
+
+
 def test_object_npy_is_refused_and_never_unpickled(tmp_path):
     path = tmp_path / "d.npy"
     np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
@@ -162,6 +174,9 @@ def test_npz_object_member_is_refused(tmp_path):
 
 def test_not_an_npz_file(write):
     assert "not a valid NPZ file" in _error(write("d.npz", b"PK\x03\x04 nonsense"))
+    # text read as NPZ (`--format npz` on a CSV): numpy's reason was advice to unpickle it
+    said = _error(write("t.npz", b"a,b\n1,2\n"))
+    assert "neither a zip archive's nor a .npy array's header" in said and "pickle" not in said
 
 
 def test_mnist_idx_images_are_flattened_raw_values(tmp_path):

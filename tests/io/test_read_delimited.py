@@ -163,6 +163,14 @@ def test_value_too_large_for_float32(write):
     assert "too large for float32" in _error(path) and "row 2" in _error(path)
 
 
+def test_an_integer_past_int64_is_a_number_not_text(write):
+    """pandas keeps such a column as Python ints: it was 'not numeric', with no row."""
+    path = write("d.csv", "a,b\n1,2\n3,99999999999999999999999999\n")
+    assert read_table(path).features[1, 1] == np.float32(1e26)
+    path = write("e.csv", "a,b\n1,2\n3,1" + "0" * 40 + "\n")
+    assert _error(path) == f"{path}: column 'b' has 1e+40, too large for float32, in row 2"
+
+
 def test_non_numeric_column_suggests_the_column_options(write):
     path = write("d.csv", "a,name\n1,x\n2,y\n")
     message = _error(path)
