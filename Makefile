@@ -6,7 +6,7 @@ DEMO   := demo-out
 TORCH  := torch==2.13.0
 COLS   := --id-column image_id --label-column label
 
-.PHONY: install demo test test-all test-gpu lint format bench results clean
+.PHONY: install demo test test-all test-gpu lint format bench results completion clean
 
 install: $(VENV)/.installed
 
@@ -71,6 +71,10 @@ results: install
 	$(BIN)/python tests/results/run.py --sets $(RESULTS_SETS) --seeds $(RESULTS_SEEDS) --clustpy \
 		$(if $(RESULTS_METHODS),--methods $(RESULTS_METHODS)) \
 		$(if $(RESULTS_THREADS),--threads $(RESULTS_THREADS))
+
+# the completion scripts in cli/completion (for shells the detection misses, system installs)
+completion: install
+	$(BIN)/python cli/completion/make_scripts.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

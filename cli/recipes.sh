@@ -53,8 +53,12 @@ awk -F, -v c="$big" 'NR > 1 && $2 == c {print $1}' "$labels" | sed -n 1,5p
 
 if "$python" -c "import pandas" >/dev/null 2>&1; then
     echo "## clusters against classes: a pandas one-liner"
-    "$python" -c "import pandas as pd, sys; l = pd.read_csv(sys.argv[1]); d = pd.read_csv(sys.argv[2]); \
-print(pd.crosstab(l['cluster'], d[sys.argv[3]].to_numpy(), rownames=['cluster'], colnames=['class']))" \
+    # rows matched on the id (the data's first column), not by position: sorted labels or
+    # one shard's (assign --shard) pair with the right classes
+    "$python" -c "import pandas as pd, sys; l = pd.read_csv(sys.argv[1], dtype={'id': str}); \
+d = pd.read_csv(sys.argv[2]); d = d.set_axis([str(c) for c in d.columns], axis=1); \
+d[d.columns[0]] = d[d.columns[0]].astype(str); m = l.merge(d, left_on='id', right_on=d.columns[0]); \
+print(pd.crosstab(m['cluster'], m[sys.argv[3]], rownames=['cluster'], colnames=['class']))" \
         "$labels" "$data" "$label_column"
 else
     echo "## pandas: not installed for $python, skipped"

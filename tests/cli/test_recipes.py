@@ -124,10 +124,19 @@ def test_makefile_example_runs_a_method_on_the_features_without_an_autoencoder(t
     assert not (tmp_path / "out" / "ae.pt").exists()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["n"] == 1797
+    # other columns retrain the model (its stamp left COLS out: only evaluate reran, and
+    # scored the old 64-feature model)
+    cols = "COLS=--id-column image_id --label-column label --columns px10,px20,px30"
+    r = _make(tmp_path / "out", "METHOD=kmeans", cols)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " train " in r.stdout and " assign " in r.stdout, r.stdout
+    from deepcluster_cli.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(str(tmp_path / "out" / "model.pt")).schema["n_features"] == 3
 
 
 @needs_make
-def test_pipe_recipes_count_join_and_crosstab(batch_job):
+def test_pipe_recipes_count_join_and_crosstab(batch_job, tmp_path):
     r = subprocess.run(
         ["bash", str(CLI / "recipes.sh"), batch_job / "labels.csv", batch_job / "digits.csv"],
         capture_output=True,
@@ -148,6 +157,22 @@ def test_pipe_recipes_count_join_and_crosstab(batch_job):
     assert len(joined) == 5
     table = sections["clusters against classes"]
     assert table[0].split()[0] == "class" and len(table) == 2 + labels["cluster"].nunique()
+    # the table pairs rows by id: labels sorted by cluster (the crosstab paired them by
+    # position: a wrong table) and one shard's third (a traceback) give the right counts
+    shuffled = tmp_path / "sorted.csv"
+    labels.sort_values("cluster", kind="stable").to_csv(shuffled, index=False)
+    third = tmp_path / "third.csv"
+    labels.iloc[599:1198].to_csv(third, index=False)
+    for path, rows in ((shuffled, labels), (third, labels.iloc[599:1198])):
+        r = subprocess.run(
+            ["bash", str(CLI / "recipes.sh"), path, batch_job / "digits.csv"],
+            capture_output=True, text=True, env=_env(), timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        got = r.stdout.split("## clusters against classes")[1].split("##")[0].splitlines()[3:]
+        truth = pd.read_csv(batch_job / "digits.csv").set_index("image_id")["label"]
+        want = pd.crosstab(rows["cluster"].to_numpy(), truth.loc[rows["id"]].to_numpy())
+        assert [[int(v) for v in line.split()[1:]] for line in got] == want.to_numpy().tolist()
 
 
 def test_launcher_runs_the_package(tmp_path):
@@ -311,3 +336,40 @@ def test_an_error_under_log_format_json_is_a_json_line_too(cli, digits_csv, tmp_
         assert not (tmp_path / "m.pt").exists()
     r = cli("train", tmp_path / "missing.csv", "-m", "aekm", "-k", 3, "-o", tmp_path / "m.pt")
     assert r.stderr.startswith("deepcluster: error: ")  # text logs keep the plain line
+
+
+def test_the_shipped_completion_scripts_are_current_and_load_in_bash():
+    """cli/completion holds each shell's script for where the detection fails (`sh`, a
+    script: `--show-completion bash` there printed nothing, or the wrong shell's script)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_scripts", CLI / "completion/make_scripts.py"
+    )
+    make_scripts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_scripts)
+    for shell, name in make_scripts.FILES.items():
+        assert (CLI / "completion" / name).read_text() == make_scripts.script(shell), (
+            f"cli/completion/{name} is stale: run `make completion`"
+        )
+    assert (CLI / "completion/_deepcluster").read_text().startswith("#compdef deepcluster\n")
+    r = subprocess.run(
+        ["bash", "--norc", "-c", f"source {CLI / 'completion/deepcluster.bash'}; complete -p deepcluster"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.stdout.strip() == "complete -o default -F _deepcluster_completion deepcluster"
+
+
+def test_the_launcher_with_a_python_lacking_the_dependencies_says_so_in_one_line(tmp_path):
+    """DEEPCLUSTER_PYTHON at an interpreter without typer ended in a traceback."""
+    bare = tmp_path / "python"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')  # -S: no site-packages
+    bare.chmod(0o755)
+    r = subprocess.run(
+        [str(CLI / "deepcluster"), "--version"],
+        capture_output=True, text=True, env={**_env(), "DEEPCLUSTER_PYTHON": str(bare)},
+    )  # fmt: skip
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepcluster: error: this Python ("), lines
+    assert "has no module" in lines[0] and "DEEPCLUSTER_PYTHON" in lines[0]
