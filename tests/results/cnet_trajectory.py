@@ -2,9 +2,9 @@
 to the paper's figure?
 
     python tests/results/cnet_trajectory.py OUT_DIR --seed S --epochs 7000 --every 250 \\
-        [--data mnist10k.parquet] [--device cuda] [-- EXTRA TRAIN OPTIONS]
+        [--data mnist10k.parquet] [--preset mnist --batch 500] [--device cuda] [-- EXTRA OPTIONS]
 
-Runs ``deepcluster train DATA --label-column label -m cnet -k 10 --preset mnist --epochs E``
+Runs ``deepcluster train DATA --label-column label -m cnet -k 10 --preset P --epochs E``
 (a random start: no autoencoder) in this process and, at the start of every N-th epoch of the
 ``cnet`` stage, scores the current model's assignments (``argmax gamma``, no averaging epoch)
 against the labels; each point is appended to ``OUT_DIR/traj_sS.jsonl`` as it comes, so a run
@@ -76,6 +76,7 @@ def cli() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=7000)
     ap.add_argument("--every", type=int, default=250)
+    ap.add_argument("--preset", default="mnist")
     ap.add_argument("--batch", type=int, default=500, help="the preset's batch (for 'steps')")
     ap.add_argument(
         "--data", type=Path, default=Path.home() / ".cache/deepcluster-data/mnist10k.parquet"
@@ -90,7 +91,7 @@ def cli() -> None:
     model = args.out / f"cnet_s{args.seed}.pt"
     sys.argv = [
         "deepcluster", "train", str(args.data), "--label-column", "label", "-m", "cnet",
-        "-k", "10", "--seed", str(args.seed), "--threads", "1", "--preset", "mnist",
+        "-k", "10", "--seed", str(args.seed), "--threads", "1", "--preset", args.preset,
         "--epochs", str(args.epochs), "--device", args.device, "-q",
         "-o", str(model), "--labels", str(model.with_suffix(".csv")), *args.extra,
     ]  # fmt: skip
