@@ -76,8 +76,7 @@ def resolve_named(
             )
     label = None if label_column is None else str(label_column)
     ident = None if id_column is None else str(id_column)
-    if label is not None and label == ident:
-        raise UsageError(f"--label-column and --id-column both name '{label}'; give two columns")
+    check_two_columns(label, ident)
     reserved = {label: "--label-column", ident: "--id-column"}
     if columns is not None:
         _check_unique_option(columns)
@@ -100,6 +99,12 @@ def resolve_named(
             if not numeric[c]:
                 raise not_numeric_error(source, c, explicit=columns is not None)
     return NamedPlan(features=features, label=label, id=ident, explicit=columns is not None)
+
+
+def check_two_columns(label: str | int | None, ident: str | int | None) -> None:
+    """Refuse one column (a name, an index, an NPZ array) for both the labels and the ids."""
+    if label is not None and str(label) == str(ident):
+        raise UsageError(f"--label-column and --id-column both name '{label}'; give two columns")
 
 
 def _clip(text: str, width: int = 60) -> str:
@@ -167,8 +172,7 @@ def resolve_indexed(
         if id_column is None
         else parse_index(source, id_column, n_columns, "--id-column", kind)
     )
-    if label is not None and label == ident:  # `0` and `0`, or `63` and `-1` of 64
-        raise UsageError(f"--label-column and --id-column both name column {label}; give two")
+    check_two_columns(label, ident)  # as indices: `63` and `-1` of 64 columns are one
     reserved = {label: "--label-column", ident: "--id-column"}
     if columns is not None:
         features = [parse_index(source, c, n_columns, "--columns", kind) for c in columns]

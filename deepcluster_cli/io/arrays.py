@@ -21,12 +21,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-from deepcluster_cli.errors import DataError, UsageError
+from deepcluster_cli.errors import DataError
 from deepcluster_cli.io._columns import (
     LABEL_NAMES,
     as_index,
     check_complete,
     check_finite,
+    check_two_columns,
     integral_if_whole,
     list_names,
     parse_index,
@@ -307,8 +308,7 @@ def iter_array_file(
     ``check_labels=False``: the label column is left out, not checked (``labels`` None)."""
     source = display_name(path)
     kind = fmt.upper()
-    if label_column is not None and str(label_column) == str(id_column):  # one NPZ array
-        raise UsageError(f"--label-column and --id-column both name '{label_column}'; give two")
+    check_two_columns(label_column, id_column)  # one NPZ array, or one index as given
     if fmt == "npz":
         archive = _Npz(path)
         try:
