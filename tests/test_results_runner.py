@@ -142,6 +142,27 @@ def test_whole_mnist_runs_with_the_mnist_presets_beside_the_papers_figures(run_m
     assert "| kmeans |" in section and "| 54.5 |" in section  # the paper's own set: no qualifier
 
 
+def test_each_cpu_run_stores_its_cpu_and_the_table_names_every_machine(run_module, tmp_path):
+    runner, _ = run_all(run_module, tmp_path / "work", seeds=(0,), methods=("kmeans",))
+    run = runner.done[("digits", 0, "kmeans")]
+    assert run["cpu"] == run_module.cpu_name() and run["cpu"]
+    runs = {
+        1: {"acc": 0.5, "cpu": "Intel Xeon"},
+        2: {"acc": 0.5, "cpu": "AMD EPYC"},
+        3: {"acc": 0.5},  # stored before runs recorded their CPU
+        4: {"acc": 0.5, "device": "NVIDIA H200"},  # a GPU run names its device instead
+        5: {"error": "exit 1", "cpu": "Failed CPU"},
+    }
+    facts = {"cpu": "This CPU", "cores": 2, "torch": "2.13.0", "python": "3.11.7"}
+    line = run_module.machines_line(runs, facts)
+    assert line.startswith("Machine: CPU runs on AMD EPYC, Intel Xeon (1 earlier run did not")
+    assert "This CPU" not in line and "Failed" not in line and "H200" not in line
+    assert (
+        run_module.carried_origin(line) == "earlier on AMD EPYC, Intel Xeon (1 earlier run "
+        "did not record their CPU), 2 cores, torch 2.13.0, Python 3.11.7"
+    )
+
+
 def test_text_set_is_scaled_through_its_autoencoder_and_the_shallow_methods(run_module, tmp_path):
     (run_module.DATA / "fortunes.parquet").write_bytes(b"")
     (run_module.DATA / "digits.parquet").write_bytes(b"")

@@ -165,6 +165,30 @@ def sh(argv: list[str]) -> str:
     return portable(" ".join(shlex.quote(a) for a in argv))
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``), stored with each CPU run: the machines change."""
+    sys.path.insert(0, str(ROOT / "tests" / "bench"))
+    from benchlib import machine
+
+    return machine()["cpu"]
+
+
+def machines_line(runs: dict[tuple, dict], facts: dict) -> str:
+    """The table's machine line: the CPUs the stored runs name (runs stored before they
+    recorded one are counted as such), and this renderer's torch and Python."""
+    cpu_runs = [r for r in runs.values() if "acc" in r and "device" not in r]
+    cpus = sorted({r["cpu"] for r in cpu_runs if "cpu" in r})
+    unnamed = sum("cpu" not in r for r in cpu_runs)
+    named = ", ".join(cpus) if cpus else facts["cpu"]
+    if unnamed:
+        runs_word = "run" if unnamed == 1 else "runs"
+        named += f" ({unnamed} earlier {runs_word} did not record their CPU)"
+    return (
+        f"Machine: CPU runs on {named}, {facts['cores']} cores, torch {facts['torch']}, "
+        f"Python {facts['python']}; threads as in each command.\n"
+    )
+
+
 def device_name() -> str:
     """What ``deepcluster``'s default ``--device auto`` trains on here: the CUDA GPU's name,
     else ``cpu`` (stored with each run, as its wall time depends on it)."""
@@ -327,6 +351,8 @@ class Runner:
             record.update(seconds=round(seconds, 1), date=str(date.today()), **scores)
             if self.device != "cpu":
                 record["device"] = self.device
+            else:
+                record["cpu"] = cpu_name()
             if recluster:
                 record["recluster"] = recluster
             print(f"  {name} {key_method} seed {seed}: ACC {scores['acc']:.4f}", flush=True)
@@ -388,7 +414,8 @@ def carried_origin(text: str) -> str:
         if line.startswith("Runs dated "):
             dates = line[len("Runs dated ") :].split(";")[0]
         if line.startswith("Machine: "):
-            machine = " on " + line[len("Machine: ") :].split(";")[0]
+            named = line[len("Machine: ") :].split(";")[0]
+            machine = " on " + named.removeprefix("CPU runs on ")
     return dates + machine
 
 
@@ -561,8 +588,7 @@ def main() -> None:
     runner.load()
     out = Path(args.out)
     text = render(runner.done, work, out.read_text() if out.exists() else "")
-    text += f"Machine: {facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, "
-    text += f"Python {facts['python']}; threads as in each command.\n"
+    text += machines_line(runner.done, facts)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(out)
