@@ -186,7 +186,9 @@ def test_shallow_ckm_matches_kmeans_nmi_on_digits(digits):
 def test_shallow_ckm_matches_kmeans_nmi_on_a_small_tabular_set():
     """The same claim on wine (178 x 13, standardised, k 3): k-means++ NMI .876 (n_init 10;
     single runs .875 +- .015). The preset's batches of 32 give the estimator six steps an epoch;
-    with batch 256 (one step an epoch) the centroids stayed near the seeding (NMI .736)."""
+    with batch 256 (one step an epoch) the centroids stayed near the seeding (mean NMI .70).
+    One seed is not enough: its run follows the CPU's float arithmetic (seed 0 gave NMI .869
+    on an Intel Xeon, .833 on an AMD EPYC), so the claim is checked on the mean of three."""
     from sklearn.cluster import KMeans
     from sklearn.datasets import load_wine
     from sklearn.metrics import normalized_mutual_info_score as nmi
@@ -196,9 +198,11 @@ def test_shallow_ckm_matches_kmeans_nmi_on_a_small_tabular_set():
 
     x, y = load_wine(return_X_y=True)
     x = StandardScaler().fit_transform(x).astype(np.float32)
-    res = fit(x, method="ckm", n_clusters=3, layers=[("t", METHOD.presets["shallow"])], seed=0)
+    layers = [("t", METHOD.presets["shallow"])]
+    mean = np.mean([nmi(y, fit(x, method="ckm", n_clusters=3, layers=layers, seed=s).labels)
+                    for s in range(3)])  # fmt: skip
     km = KMeans(3, n_init=10, random_state=0).fit(x)
-    assert nmi(y, res.labels) > nmi(y, km.labels_) - 0.04
+    assert mean > nmi(y, km.labels_) - 0.04
 
 
 @pytest.mark.parametrize("km_norm", ["none", "scatter"])
