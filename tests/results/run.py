@@ -216,6 +216,7 @@ class Runner:
     def __init__(self, work: Path, threads: int, dry: bool, store: Path | None = None) -> None:
         self.work = work
         self.device = "cpu" if dry else device_name()
+        self.cpu = cpu_name()  # stored with each CPU run
         self.threads = threads
         self.dry = dry
         self.store = store or work / "runs.jsonl"
@@ -352,7 +353,7 @@ class Runner:
             if self.device != "cpu":
                 record["device"] = self.device
             else:
-                record["cpu"] = cpu_name()
+                record["cpu"] = self.cpu
             if recluster:
                 record["recluster"] = recluster
             print(f"  {name} {key_method} seed {seed}: ACC {scores['acc']:.4f}", flush=True)
