@@ -77,6 +77,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         Train this many times (seeds ``seed .. seed+restarts-1``), keep the best by ``select``.
     select : str or None, default=None
         Criterion for the kept restart (the method's first by default; ``lsp`` for cm/cnet).
+    restart_pretrain : bool, default=False
+        Each restart pretrains its own autoencoder (seed + r) instead of sharing one
+        (``--restart-pretrain``); not with ``pretrained``.
     preset : str or None, default=None
         The method's settings for a named data set from the paper (``mnist``, ...).
     params : dict or None, default=None
@@ -111,6 +114,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         pretrained: str | None = None,
         restarts: int = 1,
         select: str | None = None,
+        restart_pretrain: bool = False,
         preset: str | None = None,
         params: dict | None = None,
         **method_params: Any,
@@ -123,6 +127,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.pretrained = pretrained
         self.restarts = restarts
         self.select = select
+        self.restart_pretrain = restart_pretrain
         self.preset = preset
         self.params = params
         self._method_params = method_params
@@ -208,6 +213,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         r = self.restarts
         if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1:
             raise ValueError(f"restarts must be an integer >= 1, got {r!r}")
+        if not isinstance(self.restart_pretrain, bool | np.bool_):
+            raise ValueError(
+                f"restart_pretrain must be True or False, got {self.restart_pretrain!r}"
+            )
         try:
             m = get_method(self.method)
             layers: list[tuple[str, dict]] = []
@@ -245,6 +254,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                     pretrained=ae_ckpt,
                     restarts=self.restarts,
                     select=self.select,
+                    restart_pretrain=bool(self.restart_pretrain),
                 )
         except DeepclusterError as exc:
             # scikit-learn's convention: a bad parameter or input is a ValueError

@@ -62,6 +62,21 @@ def check_pretrained_used(m: Method, cfg: Any, given: bool) -> None:
         raise UsageError(f"--pretrained would be ignored: {why}; drop it")
 
 
+def check_restart_pretrain(m: Method, cfg: Any, pretrained_given: bool, on: bool) -> None:
+    """``--restart-pretrain``: refuse it where every restart could not pretrain its own
+    autoencoder (one is given, or the method has none), rather than ignore it."""
+    if not on:
+        return
+    if pretrained_given:
+        raise UsageError(
+            "--restart-pretrain pretrains an autoencoder in each restart; drop --pretrained "
+            "(or --restart-pretrain to start every restart from that one)"
+        )
+    why = m.restart_pretrain_unused(cfg)
+    if why:
+        raise UsageError(f"--restart-pretrain would change nothing: {why}; drop it")
+
+
 def check_selection(m, method: str, restarts: int, select: str | None) -> str:
     """``--restarts`` and ``--select`` for method ``m``; returns the criterion to select by."""
     if restarts < 1:
@@ -85,21 +100,26 @@ def fit(
     pretrained: Checkpoint | None = None,
     restarts: int = 1,
     select: str | None = None,
+    restart_pretrain: bool = False,
     control: RunControl | None = None,
     resume: dict | None = None,
 ) -> FitResult:
-    """Fit ``method`` on the (already scaled) rows ``x``; keep the best of ``restarts``."""
+    """Fit ``method`` on the (already scaled) rows ``x``; keep the best of ``restarts``.
+    The restarts share one autoencoder (``pretrained``, or one pretrained in the first), so
+    they differ in the clustering start; with ``restart_pretrain`` each restart pretrains
+    its own with its seed, as that many independent runs would."""
     m = get_method(method)
     cfg = config if config is not None else build_config(m.Config, layers or [])
     check_n_clusters(n_clusters, len(x))
     check_pretrained_used(m, cfg, pretrained is not None)
+    check_restart_pretrain(m, cfg, pretrained is not None, restart_pretrain)
     select = check_selection(m, method, restarts, select)
     progress = progress or Progress(quiet=True)
     xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=device)
     trainer = Trainer(xt, progress=progress, control=control)
     if resume is not None:
         trainer.resume_from(resume)
-    ae_cache: dict = {}
+    shared_ae: dict = {}
     best, best_score, scores = None, None, []
     for r in range(restarts):
         run_seed = seed + r
@@ -112,7 +132,7 @@ def fit(
             progress=progress,
             seed=run_seed,
             pretrained=pretrained,
-            _ae_cache=ae_cache,
+            _ae_cache={} if restart_pretrain else shared_ae,
         )
         n_hist = len(trainer.history)
         model = m.fit(xt, cfg, ctx)
@@ -131,6 +151,8 @@ def fit(
     kept, model = best
     labels = predict_tensor(m, model, xt).labels.cpu().numpy()
     selection = {"restarts": restarts, "criterion": select, "scores": scores, "kept": kept}
+    if restart_pretrain:
+        selection["restart_pretrain"] = True
     return FitResult(m, cfg, model, n_clusters, labels, trainer.history, selection)
 
 

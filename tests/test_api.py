@@ -166,6 +166,15 @@ def test_pretrained_autoencoder_checkpoint_is_used(blobs4, tmp_path):
     assert all(row["stage"] != "pretrain" for row in est.history_)
     with pytest.raises(ValueError, match="trained on 6"):
         DeepClusterer("aekm", 4, pretrained=str(path)).fit(x[:, :5])
+    with pytest.raises(ValueError, match="drop --pretrained"):
+        DeepClusterer("aekm", 4, pretrained=str(path), restarts=2, restart_pretrain=True).fit(x)
+
+
+def test_restart_pretrain_pretrains_in_every_restart(blobs4):
+    x, _ = blobs4
+    est = DeepClusterer("aekm", 4, restarts=2, restart_pretrain=True, params=TINY_AEKM).fit(x)
+    assert {row["restart"] for row in est.history_ if row["stage"] == "pretrain"} == {0, 1}
+    assert est.selection_["restart_pretrain"] is True
 
 
 def test_importing_the_package_does_not_import_torch():
@@ -188,6 +197,7 @@ def test_importing_the_package_does_not_import_torch():
         ({"random_state": 2**32 - 1, "restarts": 2}, "from 0 to 4294967294 with restarts=2"),
         ({"restarts": 1.5}, "restarts must be an integer >= 1, got 1.5"),
         ({"restarts": None}, "restarts must be an integer >= 1, got None"),
+        ({"restart_pretrain": "yes"}, "restart_pretrain must be True or False, got 'yes'"),
         ({"device": None}, "unknown device None"),
         ({"params": {1: 2}}, "params keys must be setting names"),
     ],

@@ -85,6 +85,14 @@ def train(
             help="Criterion that picks the kept restart (lower is better): loss, or lsp for cm/cnet.",
         ),
     ] = None,
+    restart_pretrain: Annotated[
+        bool,
+        typer.Option(
+            "--restart-pretrain",
+            help="Each restart pretrains its own autoencoder (seed+r) instead of sharing one: "
+            "independent runs, for data where the autoencoder decides the result.",
+        ),
+    ] = False,
     shallow: Annotated[
         bool,
         typer.Option(
@@ -127,6 +135,7 @@ def train(
     from deepcluster_cli.pipeline import (
         check_n_clusters,
         check_pretrained_used,
+        check_restart_pretrain,
         check_selection,
         fit,
         save_model,
@@ -140,6 +149,7 @@ def train(
     quiet, log_format, max_time = pick_run_options(quiet, log_format, max_time, toml)
     restarts = pick(restarts, toml, "restarts", 1, int)
     select = pick(select, toml, "select", None)
+    restart_pretrain = pick(restart_pretrain or None, toml, "restart_pretrain", False, bool)
     preset = pick(preset, toml, "preset", None)
     progress = make_progress(quiet, log_format)
     m = get_method(method)
@@ -167,6 +177,7 @@ def train(
             )
     cfg = build_config(m.Config, layers)  # every setting is checked before any work
     check_pretrained_used(m, cfg, pretrained is not None)
+    check_restart_pretrain(m, cfg, pretrained is not None, restart_pretrain)
     check_selection(m, method, restarts, select)
     check_seed(seed, restarts)
     check_max_time(max_time)
@@ -215,6 +226,8 @@ def train(
         "select": select,
         "pretrained": pretrained,
     }
+    if restart_pretrain:  # only when on: states saved before the option still resume
+        run["restart_pretrain"] = True
 
     def body(control, state):
         return fit(
@@ -228,6 +241,7 @@ def train(
             pretrained=ae_ckpt,
             restarts=restarts,
             select=select,
+            restart_pretrain=restart_pretrain,
             control=control,
             resume=state,
         )

@@ -106,7 +106,8 @@ class FitContext:
     def autoencoder(self, x: Tensor, cfg: Any, *, variational: bool = False) -> Autoencoder:
         """The autoencoder a deep method starts from: ``--pretrained AE.pt`` when given,
         otherwise one pretrained here with ``cfg``'s AE settings. Cached, so restarts of a
-        method start from the same autoencoder; each call returns a fresh copy."""
+        method start from the same autoencoder (unless ``restart_pretrain``: the pipeline
+        then gives each restart its own cache); each call returns a fresh copy."""
         key = ("ae", variational)
         if key not in self._ae_cache:
             if self.pretrained is not None:
@@ -210,6 +211,11 @@ class Method:
         """Why a ``--pretrained`` autoencoder would go unused with ``cfg`` (``None``: it is
         used). ``train`` refuses such a run rather than ignore the file it was given."""
         return None
+
+    def restart_pretrain_unused(self, cfg: Any) -> str | None:
+        """Why pretraining an autoencoder in each restart would change nothing with ``cfg``
+        (``None``: each restart then pretrains its own)."""
+        return self.pretrained_unused(cfg)
 
     def build(self, spec: dict) -> nn.Module:
         raise UsageError(f"method {self.name} cannot be rebuilt")

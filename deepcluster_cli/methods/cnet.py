@@ -201,6 +201,14 @@ class CNet(Method):
             return "cnet with start=random trains its autoencoder from scratch (start=pretrained uses it)"
         return None
 
+    def restart_pretrain_unused(self, cfg: Config) -> str | None:
+        if cfg.start != "pretrained":  # auto without --pretrained is the random start
+            return (
+                f"cnet with start={cfg.start} trains its autoencoder from scratch in every "
+                "restart already (start=pretrained pretrains one)"
+            )
+        return None
+
     def fit(self, x: Tensor, cfg: Config, ctx: FitContext) -> nn.Module:
         k = ctx.n_clusters
         common = dict(

@@ -152,6 +152,12 @@ def test_assign_refuses_bad_data_and_keeps_existing_output(cli, tmp_path, model,
         (["-m", "kmeans", "-k", "2", "--lr", "0.1"], ["--lr", "not a setting of this method"]),
         (["-m", "kmeans", "-k", "2", "--restarts", "0"], ["--restarts"]),
         (["-m", "kmeans", "-k", "2", "--select", "bogus"], ["--select bogus"]),
+        (["-m", "kmeans", "-k", "2", "--restart-pretrain"], ["--restart-pretrain", "kmeans"]),
+        (["-m", "cnet", "-k", "2", "--restart-pretrain"], ["--restart-pretrain", "start=auto"]),
+        (
+            ["-m", "dec", "-k", "2", "--restart-pretrain", "--pretrained", "ae.pt"],
+            ["--restart-pretrain", "drop --pretrained"],
+        ),
         (["-m", "kmeans", "-k", "2", "--max-time", "-1"], ["--max-time"]),
         (
             ["-m", "kmeans", "-k", "2", "--label-column", "label", "--id-column", "label"],
