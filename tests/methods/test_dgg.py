@@ -99,24 +99,32 @@ MOONS_SETTINGS = {
 }
 
 
-def best_of_seeds_by_loss(x, method: str, seeds) -> np.ndarray:
-    """Independent runs (each pretrains its own autoencoder); the labels of the run with the
-    lowest negative ELBO, the method's own label-free ``--select loss`` criterion."""
-    best = None
+def independent_runs(x, y, method: str, seeds) -> list[tuple[float, float]]:
+    """(negative ELBO, ACC) of one run per seed, each pretraining its own autoencoder: the
+    runs ``--restarts N --restart-pretrain`` makes (tests/engine/test_restarts.py), which
+    keeps the lowest negative ELBO, the method's own label-free ``--select loss``."""
+    torch.set_num_threads(1)  # the runs' numerics, as measured (the fixture restores it)
+    runs = []
     for seed in seeds:
         res = fit(x, method=method, n_clusters=2, layers=[("test", MOONS_SETTINGS)], seed=seed)
         loss = res.method.criterion(res.model, torch.from_numpy(x), "loss")
-        if best is None or loss < best[0]:
-            best = (loss, res.labels)
-    return best[1]
+        runs.append((loss, cluster_accuracy(y, res.labels)))
+    return runs
 
 
 @pytest.mark.slow
 def test_dgg_separates_the_moons_where_vade_cannot():
-    # the issue's data: make_moons with 2,000 points per moon and its default (no) noise
+    # the issue's data: make_moons with 2,000 points per moon and its default (no) noise.
+    # Measured (one thread, this machine): dgg separates them in 2 runs of 9 (seeds 0 and 5:
+    # .985, 1.000; the others .872-.921), vade in none (.856-.894); the lowest negative ELBO
+    # of dgg's nine is seed 5's. Over seeds 0-2 alone the pick is a non-separating run, so
+    # one run, or the best of three, is not a sure way (docs/results/vade_dgg.md)
     x, y = moons(4000, 0.0)
-    assert cluster_accuracy(y, best_of_seeds_by_loss(x, "vade", range(3))) < 0.9
-    assert cluster_accuracy(y, best_of_seeds_by_loss(x, "dgg", range(3))) >= 0.95
+    vade = independent_runs(x, y, "vade", range(9))
+    dgg = independent_runs(x, y, "dgg", range(9))
+    assert max(acc for _, acc in vade) < 0.9
+    assert max(acc for _, acc in dgg) >= 0.95
+    assert min(vade)[1] < 0.9 and min(dgg)[1] >= 0.95  # the --select loss picks
 
 
 @pytest.mark.slow
