@@ -52,6 +52,10 @@ class Stage:
     lr_decay_every: int = 0  # epochs; 0 = constant learning rate
     lr_decay: float = 1.0
     lr_min: float = 0.0
+    # linear learning-rate warm-up: step t of the stage (counted from its first epoch) runs
+    # at lr * min(1, (t + 1) / (warmup_epochs * steps per epoch)); 0 = none. The rates held
+    # by the optimiser (and saved in a resumable state) stay the full ones.
+    warmup_epochs: float = 0.0
     shuffle: bool = True
     drop_last: bool = False
     # Rows of a batch from its indices (default: ``data[idx]``); DGG gathers neighbours here.
@@ -149,6 +153,7 @@ def graph_eligible(stage: Stage, device: torch.device) -> bool:
         and not distributed.world().active
         and stage.optimizer in ("adam", "adamw")
         and not stage.lr_decay_every
+        and not stage.warmup_epochs
         and stage.batch_rows is None
         and stage.on_epoch_start is None
         and stage.before_step is None
@@ -338,9 +343,12 @@ class Trainer:
         opt: torch.optim.Optimizer,
         averager=None,
         graph: GraphStep | None = None,
+        epoch: int = 0,
     ) -> dict[str, Tensor]:
         sums: dict[str, Tensor] = {}
         steps = 0
+        warmup = self._warmup_steps(stage)
+        first = epoch * self.steps_per_epoch(stage)  # the stage's step count so far
         if stage.reduction not in ("mean", "sum"):
             raise UsageError(f"stage {stage.name}: reduction must be mean or sum")
         sync = None
@@ -365,7 +373,8 @@ class Trainer:
                     return None
                 continue
             weight = self.batch_share if stage.reduction == "mean" else 1.0
-            parts, stop = self._step(stage, opt, idx, weight, sync, averager)
+            scale = min(1.0, (first + steps) / warmup) if warmup else 1.0
+            parts, stop = self._step(stage, opt, idx, weight, sync, averager, scale)
             add(parts, weight)
             if sync is not None:
                 if stop:  # decided together, so no rank waits on a collective alone
@@ -379,10 +388,23 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else v
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
-    def _step(self, stage: Stage, opt, idx: Tensor, weight: float, sync, averager):
+    def steps_per_epoch(self, stage: Stage) -> int:
+        """How many batches :meth:`batches` gives in one epoch (one process)."""
+        n = len(self.data)
+        bs = max(1, min(stage.batch_size, n))
+        return n // bs if stage.drop_last and n >= bs else -(-n // bs)
+
+    def _warmup_steps(self, stage: Stage) -> float:
+        if stage.warmup_epochs < 0:
+            raise UsageError(f"stage {stage.name}: warmup_epochs must be >= 0")
+        return stage.warmup_epochs * self.steps_per_epoch(stage)
+
+    def _step(
+        self, stage: Stage, opt, idx: Tensor, weight: float, sync, averager, scale: float = 1.0
+    ):
         """One eager optimisation step on the rows ``idx`` (``weight``: this rank's share of
-        the batch's gradient under torchrun); returns (loss parts, whether the ranks decided
-        to stop)."""
+        the batch's gradient under torchrun; ``scale``: of the learning rates, for this step
+        only, the warm-up); returns (loss parts, whether the ranks decided to stop)."""
         rows = stage.batch_rows(idx) if stage.batch_rows else self.data[idx]
         if stage.before_step is not None:
             with torch.no_grad():
@@ -395,7 +417,15 @@ class Trainer:
         stop = False
         if sync is not None:  # the global batch's gradient on every rank, and one stop
             stop = sync(weight, self.control.stop_signal is not None)
-        opt.step()
+        if scale < 1.0:
+            full = [g["lr"] for g in opt.param_groups]
+            for g in opt.param_groups:
+                g["lr"] = g["lr"] * scale
+            opt.step()
+            for g, lr in zip(opt.param_groups, full, strict=True):
+                g["lr"] = lr
+        else:
+            opt.step()
         if stage.after_step is not None:
             with torch.no_grad():
                 stage.after_step(rows, idx)
@@ -509,7 +539,9 @@ class Trainer:
                     stage.on_epoch_start(epoch)
                 t0 = time.perf_counter()
                 averager = ParameterAverager(stage.average) if averaging else None
-                means = self._epoch(model, stage, opt, averager, graph if not averaging else None)
+                means = self._epoch(
+                    model, stage, opt, averager, graph if not averaging else None, epoch
+                )
                 if means is None:  # stop requested mid-epoch: redo this epoch on resume
                     self.history.extend(rows)
                     raise self._stop(index, epoch, model, opt, good if averaging else None)

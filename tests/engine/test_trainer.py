@@ -6,7 +6,7 @@ from torch import nn
 
 from deepcluster_cli.engine import trainer as trainer_module
 from deepcluster_cli.engine.trainer import Stage, Trainer, TrainingDiverged
-from deepcluster_cli.errors import TrainingError
+from deepcluster_cli.errors import TrainingError, UsageError
 
 
 def linear_problem():
@@ -220,6 +220,55 @@ def test_the_learning_rate_decays_at_the_start_of_every_decay_period(decay, lr_m
     assert w.item() == pytest.approx(gain)
 
 
+@pytest.mark.parametrize(("warmup", "gain"), [(0.0, 4.0), (1.0, 3.5), (1.5, 3.0), (0.5, 4.0)])
+def test_the_warm_up_ramps_the_rate_linearly_over_its_steps(warmup, gain):
+    """Loss -w with plain SGD, lr 1, 2 steps an epoch for 2 epochs: w gains the sum of the
+    step rates, 1/2 + 1 + 1 + 1 with one epoch of warm-up (W = 2 steps), 1/3 + 2/3 + 1 + 1
+    with 1.5 (W = 3), 1 + 1 + 1 + 1 with half an epoch (W = 1) or none."""
+    w = nn.Parameter(torch.zeros(()))
+    stage = Stage("s", lambda rows, idx: {"loss": -w}, [w], epochs=2, batch_size=2, lr=1.0,
+                  optimizer="sgd", warmup_epochs=warmup)  # fmt: skip
+    Trainer(torch.zeros(4, 1)).run(nn.ParameterList([w]), stage)
+    assert w.item() == pytest.approx(gain)
+
+
+def test_a_run_resumed_inside_its_warm_up_continues_the_ramp(optimizers):
+    """NaN in epoch 2 of a 2-epoch warm-up (W = 4 steps, 2 an epoch): the state saved holds
+    the full rate, and the resumed run takes the steps at 3/4 and 1 the uninterrupted one
+    takes, so both end at 1/4 + 2/4 + 3/4 + 1 + 1 + 1 = 4.5."""
+    w = nn.Parameter(torch.zeros(()))
+    now = {"epoch": 0}
+
+    def loss(rows, idx):
+        return {"loss": -w * (float("nan") if now["epoch"] == 1 else 1.0)}
+
+    def stage(**kw):
+        kw = dict(epochs=3, batch_size=2, lr=1.0, optimizer="sgd", warmup_epochs=2.0, **kw)
+        return Stage("s", loss, [w], **kw)
+
+    with pytest.raises(TrainingDiverged) as err:
+        Trainer(torch.zeros(4, 1)).run(
+            nn.ParameterList([w]), stage(on_epoch_start=lambda e: now.update(epoch=e))
+        )
+    state = err.value.state
+    assert state["current"]["epoch"] == 1
+    assert state["current"]["optimizer"]["param_groups"][0]["lr"] == 1.0
+    assert w.item() == pytest.approx(0.75)  # restored to the start of the failing epoch
+    now["epoch"] = -1
+    tr = Trainer(torch.zeros(4, 1))
+    tr.resume_from(state)
+    tr.run(nn.ParameterList([w]), stage())
+    assert w.item() == pytest.approx(4.5)
+    assert optimizers[-1].param_groups[0]["lr"] == 1.0
+
+
+def test_a_negative_warm_up_is_refused():
+    w = nn.Parameter(torch.zeros(()))
+    stage = Stage("s", lambda rows, idx: {"loss": -w}, [w], epochs=1, warmup_epochs=-1.0)
+    with pytest.raises(UsageError, match="warmup_epochs"):
+        Trainer(torch.zeros(4, 1)).run(nn.ParameterList([w]), stage)
+
+
 def test_only_plain_adam_stages_marked_graph_on_a_cuda_device_are_captured(monkeypatch):
     """CUDA-graph capture (GraphStep) is decided without a GPU: a torch.device("cuda") object
     needs none. Everything a replayed graph cannot follow keeps the stage eager."""
@@ -239,6 +288,7 @@ def test_only_plain_adam_stages_marked_graph_on_a_cuda_device_are_captured(monke
     for kw in (
         {"optimizer": "sgd"},
         {"lr_decay_every": 5, "lr_decay": 0.5},
+        {"warmup_epochs": 1.0},
         {"batch_rows": lambda idx: idx},
         {"on_epoch_start": lambda epoch: None},
         {"before_step": lambda rows, idx: None},

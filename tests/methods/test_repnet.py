@@ -200,3 +200,26 @@ def test_the_training_stage_of_fit_routes_the_three_update_rules(blobs):
         assert_close(a, b, rtol=1e-4, atol=1e-6)
     for a, b in zip(got["dec"], want_dec):
         assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_mnist_preset_warms_its_sgd_up_and_fit_hands_the_warm_up_to_its_stage(blobs):
+    """SGD at the preset's full 1e-3 from the first step blew up the reconstruction of every
+    Adam-pretrained whole-MNIST autoencoder (NaN on one seed in three): the preset ramps the
+    rate over one epoch, and fit's joint stage carries the setting to the trainer."""
+    from deepcluster_cli.methods import get_method
+    from deepcluster_cli.methods.base import FitContext
+    from deepcluster_cli.methods.repnet import METHOD
+    from tests.methods.test_dec import StageRecorder
+
+    assert METHOD.presets["mnist"]["optimizer"] == "sgd"
+    assert METHOD.presets["mnist"]["warmup_epochs"] == 1.0
+    assert Config().warmup_epochs == 0.0  # Adam (the default) needs none
+    x = torch.as_tensor(blobs[0])
+    x = (x - x.min()) / (x.max() - x.min())
+    trainer = StageRecorder(x)
+    ctx = FitContext(n_clusters=3, trainer=trainer, progress=trainer.progress, seed=0)
+    cfg = Config(arch=(8,), latent=3, rep_arch=(7,), pretrain_epochs=1, n_init=1,
+                 warmup_epochs=0.5)  # fmt: skip
+    get_method("repnet").fit(x, cfg, ctx)
+    assert trainer.stages[-1].name == "repnet" and trainer.stages[-1].warmup_epochs == 0.5
+    assert trainer.stages[0].warmup_epochs == 0.0  # the pretraining keeps its Adam as it was
