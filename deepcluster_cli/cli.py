@@ -171,4 +171,4 @@ def main() -> None:
         # without a process group
         distributed = sys.modules.get("deepcluster_cli.engine.distributed")
         if distributed is not None:
-            distributed.shutdown(ok)
+            distributed.shutdown(ok, exit_process=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,7 +97,7 @@ def init_from_env(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown(ok: bool = True) -> None:
+def shutdown(ok: bool = True, *, exit_process: bool = False) -> None:
     """Leave the process group before the interpreter exits.
 
     After a successful command every rank first waits for the others at a barrier (rank 0
@@ -104,6 +105,11 @@ def shutdown(ok: bool = True) -> None:
     while the group's threads are still alive can abort in their destructors (SIGABRT,
     "terminate called without an active exception") and fail the whole launch. After an
     error there is no barrier: the other ranks may never reach it, and torchrun stops them.
+
+    Even so a loaded machine saw a rank abort in the interpreter's own teardown after all
+    of this, with every file written (docs/scaling.md). ``exit_process``: after a success,
+    flush the standard streams and end the process at once with status 0 (``os._exit``),
+    skipping that teardown; for a command's or a script's last act only.
     """
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()):
@@ -114,6 +120,11 @@ def shutdown(ok: bool = True) -> None:
         with contextlib.suppress(RuntimeError):
             dist.barrier()
     dist.destroy_process_group()
+    if ok and exit_process:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed or broken stdout: nothing to keep
+                stream.flush()
+        os._exit(0)
 
 
 def broadcast_module(module: nn.Module) -> None:

@@ -112,7 +112,7 @@ def main(out: str) -> None:
     )
 
     torch.save(result, f"{out}/rank{w.rank}.pt")
-    distributed.shutdown()
+    distributed.shutdown(exit_process=True)
 
 
 if __name__ == "__main__":

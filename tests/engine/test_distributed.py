@@ -215,7 +215,7 @@ def test_main_leaves_the_process_group_with_a_barrier_only_after_success(
 
     calls = []
     fake = type(sys)("fake_distributed")
-    fake.shutdown = calls.append
+    fake.shutdown = lambda ok, **kw: calls.append(ok)
     monkeypatch.setitem(sys.modules, "deepcluster_cli.engine.distributed", fake)
     monkeypatch.setattr(sys, "argv", ["deepcluster", *argv])
     monkeypatch.chdir(tmp_path)
@@ -243,6 +243,30 @@ def test_shutdown_leaves_the_group_even_when_a_failed_peer_breaks_the_barrier(mo
     calls.clear()
     distributed.shutdown(False)
     assert calls == ["destroy"]
+
+
+def test_a_command_ends_its_rank_right_after_leaving_the_group_only_after_success(monkeypatch):
+    """The interpreter's own teardown could still abort a rank (SIGABRT) with every file
+    written: after a success the rank flushes its streams and ends at once with status 0;
+    after an error it leaves the group and the error goes on to its exit code."""
+    from deepcluster_cli.engine import distributed
+
+    dist = torch.distributed
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(sys.stdout, "flush", lambda: calls.append("flush"), raising=False)
+    monkeypatch.setattr(distributed.os, "_exit", lambda code: calls.append(("exit", code)))
+    distributed.shutdown(True, exit_process=True)
+    assert calls[:2] == ["barrier", "destroy"] and calls[-1] == ("exit", 0)
+    assert "flush" in calls
+    calls.clear()
+    distributed.shutdown(False, exit_process=True)
+    assert calls == ["destroy"]
+    calls.clear()
+    distributed.shutdown(True)
+    assert calls == ["barrier", "destroy"]
 
 
 def test_one_process_commands_refuse_to_run_under_torchrun(cli, tmp_path, monkeypatch):
