@@ -317,12 +317,11 @@ class Trainer:
         permutation and takes its contiguous shard of each global batch of ``batch_size``
         rows; a last batch with fewer rows than ranks is skipped."""
         n = len(self.data)
-        bs = max(1, min(stage.batch_size, n))
+        bs, stop = self._batch_span(stage)
         order = torch.randperm(n, device=self.device) if stage.shuffle else None
         w = distributed.world()
         if w.active and order is not None:
             distributed.broadcast(order)
-        stop = n - n % bs if stage.drop_last and n >= bs else n
         for start in range(0, stop, bs):
             if order is None:
                 idx = torch.arange(start, min(start + bs, n), device=self.device)
@@ -388,11 +387,17 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else v
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
-    def steps_per_epoch(self, stage: Stage) -> int:
-        """How many batches :meth:`batches` gives in one epoch (one process)."""
+    def _batch_span(self, stage: Stage) -> tuple[int, int]:
+        """The batch size of an epoch and the end of the rows it walks (a last partial
+        batch is left out under ``drop_last``)."""
         n = len(self.data)
         bs = max(1, min(stage.batch_size, n))
-        return n // bs if stage.drop_last and n >= bs else -(-n // bs)
+        return bs, (n - n % bs if stage.drop_last and n >= bs else n)
+
+    def steps_per_epoch(self, stage: Stage) -> int:
+        """How many batches :meth:`batches` gives in one epoch (one process)."""
+        bs, stop = self._batch_span(stage)
+        return -(-stop // bs)
 
     def _warmup_steps(self, stage: Stage) -> float:
         if stage.warmup_epochs < 0:

@@ -366,3 +366,13 @@ def test_a_resumed_stage_keeps_this_runs_capturable_setting():
         assert [g["capturable"] for g in opt.param_groups] == [capturable]
         assert opt.state_dict()["state"][0]["exp_avg"].equal(saved["state"][0]["exp_avg"])
     assert saved["param_groups"][0]["capturable"] is False  # the saved state is not changed
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "drop_last"), [(10, 3, False), (10, 3, True), (9, 3, True), (2, 5, True)]
+)
+def test_steps_per_epoch_counts_the_batches_an_epoch_gives(n, batch, drop_last):
+    """The warm-up's length in steps comes from this count."""
+    tr = Trainer(torch.zeros(n, 1))
+    stage = Stage("s", None, [], epochs=1, batch_size=batch, drop_last=drop_last)
+    assert tr.steps_per_epoch(stage) == len(list(tr.batches(stage)))
