@@ -252,7 +252,7 @@ class GraphStep:
         return out
 
 
-def _lr_option(stage: str) -> str:
+def lr_option(stage: str) -> str:
     """The option that sets a stage's learning rate: a method's own pretraining has its own
     setting under `train` (`aekm` has no --lr at all)."""
     if stage == "pretrain":
@@ -564,7 +564,7 @@ class Trainer:
                     raise TrainingDiverged(
                         f"the loss became {'NaN' if any(v != v for v in values) else 'infinite'}"
                         f" in stage '{stage.name}' epoch {epoch + 1}; the model was not saved",
-                        _lr_option(stage.name),
+                        lr_option(stage.name),
                         self._state(index, epoch, model, good_opt.state_dict()),
                     )
                 if averager is not None:

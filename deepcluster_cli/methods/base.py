@@ -22,15 +22,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from deepcluster_cli.engine import distributed
 from deepcluster_cli.engine.checkpoint import Checkpoint
 from deepcluster_cli.engine.progress import Progress
-from deepcluster_cli.engine.trainer import Stage, Trainer, batched_apply
-from deepcluster_cli.errors import UsageError
+from deepcluster_cli.engine.trainer import Stage, Trainer, batched_apply, lr_option
+from deepcluster_cli.errors import TrainingError, UsageError
 from deepcluster_cli.nn.mlp import (
     AEConfig,
     Autoencoder,
     autoencoder_loss,
     check_autoencoder_settings,
+    collapse_reason,
     resolve_recon_loss,
 )
 
@@ -112,6 +114,12 @@ class FitContext:
         if key not in self._ae_cache:
             if self.pretrained is not None:
                 ae = autoencoder_from_checkpoint(self.pretrained).to(self.device)
+                why = collapse_reason(ae, x)
+                if why is not None:
+                    raise UsageError(
+                        f"--pretrained: a collapsed autoencoder: {why}, so no method can "
+                        "separate them; pretrain it again with a lower --lr"
+                    )
                 if variational and not ae.cfg.variational:
                     ae = to_variational(ae)
             else:
@@ -159,7 +167,22 @@ def pretrain_autoencoder(
             graph=True,  # the loss reads only the autoencoder's parameters and the data
         ),
     )
+    check_not_collapsed(ae, trainer.data, stage=name, lr=lr)
     return ae
+
+
+def check_not_collapsed(ae: Autoencoder, x: Tensor, *, stage: str, lr: float) -> None:
+    """Refuse an autoencoder that maps every row to one code (see ``collapse_reason``): it
+    would be saved, or clustered, as if training had worked. One decision for all ranks of a
+    torchrun job (each holds every row and the same parameters)."""
+    why = collapse_reason(ae, x)
+    if distributed.all_reduce_max(1.0 if why is not None else 0.0) > 0:
+        raise TrainingError(
+            f"stage '{stage}': the autoencoder collapsed: "
+            f"{why or 'every row has the same code on some rank'}, so no method can separate "
+            f"them; nothing was saved. Start over with a lower learning rate "
+            f"({lr_option(stage)}; this run had {lr:g})"
+        )
 
 
 def autoencoder_from_checkpoint(ckpt: Checkpoint) -> Autoencoder:

@@ -193,6 +193,43 @@ class Autoencoder(nn.Module):
             self.logvar_head.bias.add_(2 * math.log(s))
 
 
+@torch.no_grad()
+def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str | None:
+    """Why ``ae`` gives every row of ``x`` the same code (``None``: it does not).
+
+    A learning rate too high for the data can switch off every unit of a ReLU layer for
+    every row in a few steps: from there the code is one constant vector, no gradient reaches
+    the layers below it, and every method clusters all rows together. Names the first such
+    encoder layer when there is one. Rows that are all the same have one code under any
+    network: not the autoencoder's fault, so ``None``."""
+    if x.shape[0] < 2 or bool((x == x[:1]).all()):
+        return None
+    lo = hi = None
+    dead: list[int] = []  # per encoder layer: index of the first layer with no active unit
+    for start in range(0, x.shape[0], batch_size):
+        h = x[start : start + batch_size]
+        active = []
+        for m in ae.encoder:
+            h = m(h)
+            if isinstance(m, nn.ReLU):
+                active.append((h > 0).any(0))
+        if not dead:
+            dead = [1] * len(active)
+        dead = [d and not bool(a.any()) for d, a in zip(dead, active, strict=True)]
+        lo = h.min(0).values if lo is None else torch.minimum(lo, h.min(0).values)
+        hi = h.max(0).values if hi is None else torch.maximum(hi, h.max(0).values)
+    if lo is None:
+        return None
+    spread = float((hi - lo).max())
+    if not math.isfinite(spread) or spread > 1e-6 * (1.0 + float(hi.abs().max())):
+        return None
+    reason = f"every one of the {x.shape[0]} rows has the same code"
+    layers = [i + 1 for i, d in enumerate(dead) if d]
+    if layers:
+        reason += f" (no unit of encoder layer {layers[0]} is active on any row)"
+    return reason
+
+
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     """``z = mu + sigma * eps``, eps ~ N(0, I)."""
     return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)

@@ -97,6 +97,40 @@ def test_multi_stage_method_resumes_after_its_pretraining_stage(cli, digits_csv,
     assert len(pd.read_csv(tmp_path / "l.csv")) == 1797
 
 
+def test_an_autoencoder_that_collapsed_is_refused_not_saved(cli, digits_csv, tmp_path):
+    """Adam at lr 0.05 switches off every unit of the default network's first layer on digits
+    within two epochs (seeds 0-3 here): the loss stays finite, and such an autoencoder used to
+    be written, then cluster every row together with only a warning about empty clusters."""
+    out = tmp_path / "ae.pt"
+    r = cli("pretrain", digits_csv, *COLS, "--epochs", 2, "--lr", 0.05, "-q", "-o", out)
+    assert r.exit_code == 1, r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("deepcluster: error: stage 'pretrain'")
+    assert "every one of the 1797 rows has the same code" in err and "had 0.05" in err
+    assert not out.exists() and not (tmp_path / "ae.pt.resume").exists()
+
+
+def test_train_refuses_a_collapsed_pretrained_autoencoder(cli, digits_csv, tmp_path):
+    from deepcluster_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ae = tmp_path / "ae.pt"
+    assert cli("pretrain", digits_csv, *COLS, *TINY, "--epochs", 1, "-q", "-o", ae).exit_code == 0
+    ck = load_checkpoint(ae)
+    ck.state["encoder.0.weight"].zero_()
+    ck.state["encoder.0.bias"].fill_(-1.0)
+    save_checkpoint(ae, ck)
+    out, labels = tmp_path / "m.pt", tmp_path / "l.csv"
+    r = cli("train", digits_csv, *COLS, "-m", "aekm", "-k", 10, "--pretrained", ae, "-o", out,
+            "--labels", labels, "-q")  # fmt: skip
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.strip() == (
+        "deepcluster: error: --pretrained: a collapsed autoencoder: every one of the 1797 rows "
+        "has the same code (no unit of encoder layer 1 is active on any row), so no method can "
+        "separate them; pretrain it again with a lower --lr"
+    )
+    assert not out.exists() and not labels.exists()
+
+
 def _start(args):
     return subprocess.Popen(
         [sys.executable, "-m", "deepcluster_cli", *map(str, args)],
