@@ -18,7 +18,7 @@ from deepcluster_cli.engine.checkpoint import Checkpoint, load_checkpoint, save_
 from deepcluster_cli.engine.progress import Progress
 from deepcluster_cli.engine.seed import seed_everything
 from deepcluster_cli.engine.trainer import RunControl, Trainer
-from deepcluster_cli.errors import ModelError, UsageError
+from deepcluster_cli.errors import ModelError, TrainingError, UsageError
 from deepcluster_cli.io import Scaler
 from deepcluster_cli.methods import get_method
 from deepcluster_cli.methods.base import FitContext, Method
@@ -139,6 +139,7 @@ def fit(
         for row in trainer.history[n_hist:]:
             row["restart"] = r
         model.eval()
+        check_representation(m, model, xt, cfg)
         if restarts > 1:
             with torch.no_grad():
                 score = m.criterion(model, xt, select)
@@ -154,6 +155,26 @@ def fit(
     if restart_pretrain:
         selection["restart_pretrain"] = True
     return FitResult(m, cfg, model, n_clusters, labels, trainer.history, selection)
+
+
+@torch.no_grad()
+def check_representation(m: Method, model: nn.Module, x: torch.Tensor, cfg: Any) -> None:
+    """Refuse a model whose representation (``m.embed``) sends every row to one point,
+    which a learning rate too high for the data can do in a few steps: all rows would land
+    in one cluster (and a restart criterion such as the codes' inertia would prefer it). One
+    decision for all ranks of a torchrun job."""
+    from deepcluster_cli.engine import distributed
+    from deepcluster_cli.nn.mlp import same_for_every_row
+
+    collapsed = same_for_every_row(m.embed(model, x), x)
+    if distributed.all_reduce_max(1.0 if collapsed else 0.0) > 0:
+        lr = getattr(cfg, "lr", None)
+        hint = f" (--lr; this run had {lr:g})" if lr else ""
+        raise TrainingError(
+            f"{m.name}: training collapsed the representation: all {len(x)} rows map to one "
+            "point, so they would all fall in one cluster; nothing was saved. Start over with "
+            f"a lower learning rate{hint}"
+        )
 
 
 @torch.no_grad()

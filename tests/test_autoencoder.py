@@ -10,7 +10,7 @@ from torch.testing import assert_close
 from deepcluster_cli.engine.trainer import Trainer
 from deepcluster_cli.errors import TrainingError
 from deepcluster_cli.methods.base import pretrain_autoencoder
-from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, collapse_reason
+from deepcluster_cli.nn.mlp import AEConfig, Autoencoder, collapse_reason, same_for_every_row
 
 
 @pytest.mark.parametrize("variational", [False, True])
@@ -95,3 +95,11 @@ def test_pretraining_refuses_an_autoencoder_that_collapsed(monkeypatch):
         "them; nothing was saved. Start over with a lower learning rate (--lr of deepcluster "
         "pretrain; --set pretrain_lr=X in deepcluster train; this run had 0.001)"
     )
+
+
+def test_same_for_every_row_is_a_spread_to_float_precision():
+    x = torch.rand(4, 3)
+    assert same_for_every_row(torch.full((4, 2), 7.0), x)
+    assert same_for_every_row(torch.tensor([[1e6], [1e6 + 0.5]]), x[:2])  # float32 noise
+    assert not same_for_every_row(torch.tensor([[0.0], [1e-3]]), x[:2])
+    assert not same_for_every_row(torch.zeros(4, 2), torch.ones(4, 3))  # the rows are one

@@ -193,6 +193,24 @@ class Autoencoder(nn.Module):
             self.logvar_head.bias.add_(2 * math.log(s))
 
 
+def one_point(lo: Tensor, hi: Tensor) -> bool:
+    """Whether per-column minima ``lo`` and maxima ``hi`` (over the rows) leave every row at
+    the same point, to float precision."""
+    spread = float((hi - lo).max())
+    return math.isfinite(spread) and spread <= 1e-6 * (1.0 + float(hi.abs().max()))
+
+
+def identical_rows(x: Tensor) -> bool:
+    """Rows that are all the same have one image under any map: not a network's doing."""
+    return x.shape[0] < 2 or bool((x == x[:1]).all())
+
+
+def same_for_every_row(e: Tensor, x: Tensor) -> bool:
+    """Whether the representation ``e`` (n, d) of the rows ``x`` is one point although the
+    rows differ: training collapsed it."""
+    return not identical_rows(x) and one_point(e.min(0).values, e.max(0).values)
+
+
 @torch.no_grad()
 def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str | None:
     """Why ``ae`` gives every row of ``x`` the same code (``None``: it does not).
@@ -200,28 +218,22 @@ def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str |
     A learning rate too high for the data can switch off every unit of a ReLU layer for
     every row in a few steps: from there the code is one constant vector, no gradient reaches
     the layers below it, and every method clusters all rows together. Names the first such
-    encoder layer when there is one. Rows that are all the same have one code under any
-    network: not the autoencoder's fault, so ``None``."""
-    if x.shape[0] < 2 or bool((x == x[:1]).all()):
+    encoder layer when there is one."""
+    if identical_rows(x):
         return None
     lo = hi = None
-    dead: list[int] = []  # per encoder layer: index of the first layer with no active unit
+    dead: list[bool] = []  # per ReLU of the encoder: no unit active on any row so far
     for start in range(0, x.shape[0], batch_size):
         h = x[start : start + batch_size]
         active = []
         for m in ae.encoder:
             h = m(h)
             if isinstance(m, nn.ReLU):
-                active.append((h > 0).any(0))
-        if not dead:
-            dead = [1] * len(active)
-        dead = [d and not bool(a.any()) for d, a in zip(dead, active, strict=True)]
+                active.append(bool((h > 0).any()))
+        dead = [d and not a for d, a in zip(dead or [True] * len(active), active, strict=True)]
         lo = h.min(0).values if lo is None else torch.minimum(lo, h.min(0).values)
         hi = h.max(0).values if hi is None else torch.maximum(hi, h.max(0).values)
-    if lo is None:
-        return None
-    spread = float((hi - lo).max())
-    if not math.isfinite(spread) or spread > 1e-6 * (1.0 + float(hi.abs().max())):
+    if not one_point(lo, hi):
         return None
     reason = f"every one of the {x.shape[0]} rows has the same code"
     layers = [i + 1 for i, d in enumerate(dead) if d]

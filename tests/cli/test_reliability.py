@@ -131,6 +131,21 @@ def test_train_refuses_a_collapsed_pretrained_autoencoder(cli, digits_csv, tmp_p
     assert not out.exists() and not labels.exists()
 
 
+def test_a_method_whose_training_collapsed_its_codes_is_refused(cli, digits_csv, tmp_path):
+    """dcn at lr 1 sends every row to one code: the labels would be one cluster, and with
+    --restarts its criterion (the codes' k-means inertia, 0 there) would keep that restart."""
+    out, labels = tmp_path / "m.pt", tmp_path / "l.csv"
+    args = tiny_train(digits_csv, "dcn", out, pretrain_epochs=2, epochs=3)
+    r = cli(*args, "--lr", 1, "--labels", labels, "-q")
+    assert r.exit_code == 1, r.stderr
+    assert r.stderr.strip() == (
+        "deepcluster: error: dcn: training collapsed the representation: all 1797 rows map to "
+        "one point, so they would all fall in one cluster; nothing was saved. Start over with "
+        "a lower learning rate (--lr; this run had 1)"
+    )
+    assert not out.exists() and not labels.exists()
+
+
 def _start(args):
     return subprocess.Popen(
         [sys.executable, "-m", "deepcluster_cli", *map(str, args)],
