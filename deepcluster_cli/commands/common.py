@@ -266,11 +266,13 @@ def warn_id_like_features(table, progress) -> None:
             )
 
 
-def warn_empty_clusters(labels, n_clusters: int, progress) -> None:
+def warn_empty_clusters(labels, n_clusters: int, progress, lr: float | None = None) -> None:
     """Warn when the training rows' labels leave some of the ``n_clusters`` clusters empty
     (dgg can drain one into its neighbour, a DEC-like target can starve one): a user who asked
     for k clusters and pipes the labels on would otherwise not know. scikit-learn's KMeans
-    warns likewise."""
+    warns likewise. When half or more are empty and the method has a learning rate ``lr``,
+    the advice names it too: too high a rate merges clusters (dec at lr 0.05 on digits kept
+    2 of 10)."""
     import numpy as np
 
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_clusters)
@@ -281,7 +283,11 @@ def warn_empty_clusters(labels, n_clusters: int, progress) -> None:
     progress.warn(
         f"{len(empty)} of the {n_clusters} clusters ended with no rows (cluster"
         f"{'s' if len(empty) > 1 else ''} {which}): the labels use {n_clusters - len(empty)}; "
-        "another --seed may keep them all"
+        + (
+            f"another --seed or a lower --lr (this run had {lr:g}) may keep them all"
+            if lr and 2 * len(empty) >= n_clusters
+            else "another --seed may keep them all"
+        )
     )
 
 

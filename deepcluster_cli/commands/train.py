@@ -258,7 +258,7 @@ def train(
     )
     if result is None or not is_main_process():  # torchrun: rank 0 writes
         return
-    warn_empty_clusters(result.labels, n_clusters, progress)
+    warn_empty_clusters(result.labels, n_clusters, progress, lr=getattr(result.config, "lr", None))
 
     def write_model() -> None:
         save_model(

@@ -569,6 +569,37 @@ def test_train_warns_when_the_labels_leave_a_cluster_empty(cli, blobs_csv, tmp_p
     assert set(pd.read_csv(tmp_path / "l.csv")["cluster"]) == {0, 2}
 
 
+def test_most_clusters_empty_after_a_method_with_a_learning_rate_names_it(
+    cli, blobs_csv, tmp_path, monkeypatch
+):
+    """dec at lr 0.05 from a digits autoencoder kept 2 of 10 clusters: when half or more are
+    empty and the method has a learning rate, the advice names it (a new seed does not change
+    it); one empty cluster of four keeps the seed advice alone."""
+    import deepcluster_cli.pipeline as pipeline
+
+    fit = pipeline.fit
+    drained = {"clusters": (1, 3)}
+
+    def merging(*a, **kw):
+        result = fit(*a, **kw)
+        result.labels[np.isin(result.labels, drained["clusters"])] = 0
+        return result
+
+    monkeypatch.setattr(pipeline, "fit", merging)
+    args = ["train", blobs_csv, "--label-column", "label", "-m", "dec", "-k", "4", "--lr", "0.02"]
+    for key, value in {"arch": 16, "latent": 2, "pretrain_epochs": 2, "epochs": 1}.items():
+        args += ["--set", f"{key}={value}"]
+    r = cli(*args, "-o", tmp_path / "m.pt", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.strip().endswith(
+        "the labels use 2; another --seed or a lower --lr (this run had 0.02) may keep them all"
+    )
+    drained["clusters"] = (3,)
+    r = cli(*args, "-o", tmp_path / "m2.pt", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.strip().endswith("the labels use 3; another --seed may keep them all")
+
+
 def test_evaluate_dash_output_is_stdout_and_an_autoencoder_model_is_refused(
     cli, trained, digits_csv, tmp_path, monkeypatch
 ):
