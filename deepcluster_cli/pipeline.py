@@ -139,7 +139,8 @@ def fit(
         for row in trainer.history[n_hist:]:
             row["restart"] = r
         model.eval()
-        check_representation(m, model, xt, cfg)
+        if len(trainer.history) > n_hist:  # trained here: its representation may have collapsed
+            check_representation(m, model, xt, cfg)
         if restarts > 1:
             with torch.no_grad():
                 score = m.criterion(model, xt, select)
@@ -166,7 +167,7 @@ def check_representation(m: Method, model: nn.Module, x: torch.Tensor, cfg: Any)
     from deepcluster_cli.engine import distributed
     from deepcluster_cli.nn.mlp import same_for_every_row
 
-    collapsed = same_for_every_row(m.embed(model, x), x)
+    collapsed = same_for_every_row(lambda rows: m.embed(model, rows), x)
     if distributed.all_reduce_max(1.0 if collapsed else 0.0) > 0:
         lr = getattr(cfg, "lr", None)
         hint = f" (--lr; this run had {lr:g})" if lr else ""

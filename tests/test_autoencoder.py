@@ -99,7 +99,42 @@ def test_pretraining_refuses_an_autoencoder_that_collapsed(monkeypatch):
 
 def test_same_for_every_row_is_a_spread_to_float_precision():
     x = torch.rand(4, 3)
-    assert same_for_every_row(torch.full((4, 2), 7.0), x)
-    assert same_for_every_row(torch.tensor([[1e6], [1e6 + 0.5]]), x[:2])  # float32 noise
-    assert not same_for_every_row(torch.tensor([[0.0], [1e-3]]), x[:2])
-    assert not same_for_every_row(torch.zeros(4, 2), torch.ones(4, 3))  # the rows are one
+
+    def const(e):
+        return lambda rows: e[: len(rows)]
+
+    assert same_for_every_row(const(torch.full((4, 2), 7.0)), x)
+    assert same_for_every_row(const(torch.tensor([[1e6], [1e6 + 0.5]])), x[:2])  # float32 noise
+    assert not same_for_every_row(const(torch.tensor([[0.0], [1e-3]])), x[:2])
+    assert not same_for_every_row(const(torch.zeros(4, 2)), torch.ones(4, 3))  # rows are one
+
+
+def test_the_collapse_checks_look_at_all_rows_when_the_spread_ones_share_one_point():
+    """A healthy representation is cleared on 2,048 evenly spaced rows; one that is a single
+    point there is read on every row before it is called collapsed."""
+    from deepcluster_cli.nn.mlp import spread_rows
+
+    x = torch.arange(3000.0)[:, None].repeat(1, 2)  # row i = (i, i)
+    picked = set(spread_rows(x)[:, 0].long().tolist())
+    assert len(picked) == 2048 and {0, 2999} <= picked
+    odd = min(set(range(3000)) - picked)  # a row the quick look skips
+    seen = []
+
+    def embed(rows):
+        seen.append(len(rows))
+        return (rows[:, :1] == odd).float()  # one point everywhere except row `odd`
+
+    assert not same_for_every_row(embed, x) and seen == [2048, 3000]
+    seen.clear()
+    assert not same_for_every_row(lambda rows: seen.append(len(rows)) or rows, x)
+    assert seen == [2048]  # healthy: the quick look is enough
+    ae = Autoencoder(AEConfig(n_features=2, arch=(1,), latent=1))
+    with torch.no_grad():
+        ae.encoder[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        ae.encoder[0].bias.fill_(-(odd - 0.5))  # active on rows from `odd` on ...
+        ae.encoder[2].weight.fill_(1.0)
+    x2 = x.clone()
+    x2[odd + 1 :] = 0.0  # ... which is `odd` alone
+    assert collapse_reason(ae, x2) is None
+    x2[odd] = 0.0
+    assert "encoder layer 1" in collapse_reason(ae, x2)

@@ -9,7 +9,7 @@ sigmoid (``BCEWithLogits`` is the numerically stable form of "sigmoid output + B
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -205,24 +205,32 @@ def identical_rows(x: Tensor) -> bool:
     return x.shape[0] < 2 or bool((x.min(0).values == x.max(0).values).all())
 
 
-def same_for_every_row(e: Tensor, x: Tensor) -> bool:
-    """Whether the representation ``e`` (n, d) of the rows ``x`` is one point although the
-    rows differ: training collapsed it."""
-    return not identical_rows(x) and one_point(e.min(0).values, e.max(0).values)
+def spread_rows(x: Tensor, n: int = 2048) -> Tensor:
+    """At most ``n`` rows of ``x``, evenly spaced: a representation that is one point on all
+    rows is one point on these, so a healthy one is cleared at the cost of ``n`` rows."""
+    if x.shape[0] <= n:
+        return x
+    return x[torch.linspace(0, x.shape[0] - 1, n, device=x.device).long()]
+
+
+def same_for_every_row(embed: Callable[[Tensor], Tensor], x: Tensor) -> bool:
+    """Whether ``embed`` maps every row of ``x`` to one point although the rows differ:
+    training collapsed it. Looks at evenly spaced rows first, at all of them only when
+    those share one point."""
+    sample = spread_rows(x)
+    for rows in (sample,) if sample is x else (sample, x):
+        e = embed(rows)
+        if not one_point(e.min(0).values, e.max(0).values):
+            return False
+    return not identical_rows(x)
 
 
 @torch.no_grad()
-def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str | None:
-    """Why ``ae`` gives every row of ``x`` the same code (``None``: it does not).
-
-    A learning rate too high for the data can switch off every unit of a ReLU layer for
-    every row in a few steps: from there the code is one constant vector, no gradient reaches
-    the layers below it, and every method clusters all rows together. Names the first such
-    encoder layer when there is one."""
-    if identical_rows(x):
-        return None
+def _encoder_range(ae: Autoencoder, x: Tensor, batch_size: int):
+    """Per-column minima and maxima of the codes of ``x``, and for each ReLU of the encoder
+    whether no unit of it is active on any row."""
     lo = hi = None
-    dead: list[bool] = []  # per ReLU of the encoder: no unit active on any row so far
+    dead: list[bool] = []
     for start in range(0, x.shape[0], batch_size):
         h = x[start : start + batch_size]
         active = []
@@ -233,7 +241,24 @@ def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str |
         dead = [d and not a for d, a in zip(dead or [True] * len(active), active, strict=True)]
         lo = h.min(0).values if lo is None else torch.minimum(lo, h.min(0).values)
         hi = h.max(0).values if hi is None else torch.maximum(hi, h.max(0).values)
+    return lo, hi, dead
+
+
+def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str | None:
+    """Why ``ae`` gives every row of ``x`` the same code (``None``: it does not).
+
+    A learning rate too high for the data can switch off every unit of a ReLU layer for
+    every row in a few steps: from there the code is one constant vector, no gradient reaches
+    the layers below it, and every method clusters all rows together. Names the first such
+    encoder layer when there is one. A healthy autoencoder is cleared on evenly spaced rows
+    (``spread_rows``); all rows are read only when those share one code."""
+    if x.shape[0] < 2:
+        return None
+    lo, hi, _ = _encoder_range(ae, spread_rows(x), batch_size)
     if not one_point(lo, hi):
+        return None
+    lo, hi, dead = _encoder_range(ae, x, batch_size)
+    if not one_point(lo, hi) or identical_rows(x):
         return None
     reason = f"every one of the {x.shape[0]} rows has the same code"
     layers = [i + 1 for i, d in enumerate(dead) if d]
