@@ -226,44 +226,33 @@ def same_for_every_row(embed: Callable[[Tensor], Tensor], x: Tensor) -> bool:
 
 
 @torch.no_grad()
-def _encoder_range(ae: Autoencoder, x: Tensor, batch_size: int):
-    """Per-column minima and maxima of the codes of ``x``, and for each ReLU of the encoder
-    whether no unit of it is active on any row."""
-    lo = hi = None
-    dead: list[bool] = []
-    for start in range(0, x.shape[0], batch_size):
-        h = x[start : start + batch_size]
-        active = []
-        for m in ae.encoder:
-            h = m(h)
-            if isinstance(m, nn.ReLU):
-                active.append(bool((h > 0).any()))
-        dead = [d and not a for d, a in zip(dead or [True] * len(active), active, strict=True)]
-        lo = h.min(0).values if lo is None else torch.minimum(lo, h.min(0).values)
-        hi = h.max(0).values if hi is None else torch.maximum(hi, h.max(0).values)
-    return lo, hi, dead
-
-
 def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str | None:
     """Why ``ae`` gives every row of ``x`` the same code (``None``: it does not).
 
     A learning rate too high for the data can switch off every unit of a ReLU layer for
     every row in a few steps: from there the code is one constant vector, no gradient reaches
     the layers below it, and every method clusters all rows together. Names the first such
-    encoder layer when there is one. A healthy autoencoder is cleared on evenly spaced rows
-    (``spread_rows``); all rows are read only when those share one code."""
-    if x.shape[0] < 2:
-        return None
-    lo, hi, _ = _encoder_range(ae, spread_rows(x), batch_size)
-    if not one_point(lo, hi):
-        return None
-    lo, hi, dead = _encoder_range(ae, x, batch_size)
-    if not one_point(lo, hi) or identical_rows(x):
+    encoder layer when there is one."""
+
+    def codes(rows: Tensor) -> Tensor:
+        return torch.cat(
+            [ae.encode(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        )
+
+    if not same_for_every_row(codes, x):
         return None
     reason = f"every one of the {x.shape[0]} rows has the same code"
-    layers = [i + 1 for i, d in enumerate(dead) if d]
-    if layers:
-        reason += f" (no unit of encoder layer {layers[0]} is active on any row)"
+    alive: list[bool] = []  # per ReLU of the encoder: some unit active on some row
+    for i in range(0, len(x), batch_size):
+        h, flags = x[i : i + batch_size], []
+        for m in ae.encoder:
+            h = m(h)
+            if isinstance(m, nn.ReLU):
+                flags.append(bool((h > 0).any()))
+        alive = [a or f for a, f in zip(alive, flags, strict=True)] if alive else flags
+    for layer, a in enumerate(alive, 1):
+        if not a:
+            return reason + f" (no unit of encoder layer {layer} is active on any row)"
     return reason
 
 
