@@ -134,12 +134,13 @@ def fit(
             pretrained=pretrained,
             _ae_cache={} if restart_pretrain else shared_ae,
         )
-        n_hist = len(trainer.history)
+        n_hist, n_stages = len(trainer.history), trainer.run_index
         model = m.fit(xt, cfg, ctx)
         for row in trainer.history[n_hist:]:
             row["restart"] = r
         model.eval()
-        if len(trainer.history) > n_hist:  # trained here: its representation may have collapsed
+        if trainer.run_index > n_stages:  # trained here (or restored by --resume): it may
+            # have collapsed its representation
             check_representation(m, model, xt, cfg)
         if restarts > 1:
             with torch.no_grad():
