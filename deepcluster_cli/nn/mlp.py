@@ -233,13 +233,9 @@ def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str |
     every row in a few steps: from there the code is one constant vector, no gradient reaches
     the layers below it, and every method clusters all rows together. Names the first such
     encoder layer when there is one."""
+    from deepcluster_cli.engine.trainer import batched_apply
 
-    def codes(rows: Tensor) -> Tensor:
-        return torch.cat(
-            [ae.encode(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-        )
-
-    if not same_for_every_row(codes, x):
+    if not same_for_every_row(lambda rows: batched_apply(ae.encode, rows, batch_size), x):
         return None
     reason = f"every one of the {x.shape[0]} rows has the same code"
     alive: list[bool] = []  # per ReLU of the encoder: some unit active on some row
