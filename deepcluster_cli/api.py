@@ -199,7 +199,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         from deepcluster_cli.engine.device import denormals_flushed_during, resolve_device
         from deepcluster_cli.io import Scaler
         from deepcluster_cli.methods import get_method
-        from deepcluster_cli.pipeline import fit, predict_tensor
+        from deepcluster_cli.pipeline import check_pretrained_network, fit, predict_tensor
 
         # float32, as the CLI reads its files: a float64 value beyond float32's range is refused
         with np.errstate(over="ignore"):  # the cast's overflow is the ValueError below
@@ -230,6 +230,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             ae_ckpt = None
             if self.pretrained is not None:
                 ae_ckpt = load_checkpoint(str(self.pretrained), kinds=("autoencoder",))
+                check_pretrained_network(cfg, layers, ae_ckpt.extra["spec"]["autoencoder"])
                 scaler = Scaler.from_state(ae_ckpt.scaler)
                 if ae_ckpt.schema.get("n_features") != X.shape[1]:
                     raise ValueError(

@@ -62,6 +62,38 @@ def check_pretrained_used(m: Method, cfg: Any, given: bool) -> None:
         raise UsageError(f"--pretrained would be ignored: {why}; drop it")
 
 
+# the settings that shape a deep method's network, and their keys in an autoencoder's spec
+_NETWORK_SETTINGS = {
+    "arch": "arch",
+    "latent": "latent",
+    "activation": "activation",
+    "recon_loss": "loss",
+}
+
+
+def check_pretrained_network(cfg: Any, layers: list[tuple[str, dict]], ae_spec: dict) -> None:
+    """With ``--pretrained`` the network is the file's: refuse a network setting the user gave
+    (``--set``, ``--config``) that differs from it, rather than ignore it. A preset's values
+    are for pretraining without ``--pretrained`` and are not the user's, so they pass."""
+    given: dict[str, str] = {}
+    for source, layer in layers:
+        if not source.startswith("--preset"):
+            given.update({key.replace("-", "_"): source for key in layer})
+    for name, key in _NETWORK_SETTINGS.items():
+        if name not in given or not hasattr(cfg, name):
+            continue
+        want, have = getattr(cfg, name), ae_spec[key]
+        if name == "arch":
+            want, have = tuple(want), tuple(have)
+        if want == have or (name == "recon_loss" and want == "auto"):
+            continue
+        shown = ",".join(map(str, have)) if name == "arch" else have
+        raise UsageError(
+            f"{given[name]} {name}: the pretrained autoencoder has {name} {shown}, and its "
+            f"network is used as it is; drop {name}, or pretrain an autoencoder with it"
+        )
+
+
 def check_restart_pretrain(m: Method, cfg: Any, pretrained_given: bool, on: bool) -> None:
     """``--restart-pretrain``: refuse it where every restart could not pretrain its own
     autoencoder (one is given, or the method has none), rather than ignore it."""

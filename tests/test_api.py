@@ -168,6 +168,10 @@ def test_pretrained_autoencoder_checkpoint_is_used(blobs4, tmp_path):
         DeepClusterer("aekm", 4, pretrained=str(path)).fit(x[:, :5])
     with pytest.raises(ValueError, match="drop --pretrained"):
         DeepClusterer("aekm", 4, pretrained=str(path), restarts=2, restart_pretrain=True).fit(x)
+    # the network is the file's: a contradicting setting is refused, an agreeing one is fine
+    with pytest.raises(ValueError, match="has latent 3"):
+        DeepClusterer("aekm", 4, pretrained=str(path), latent=5).fit(x)
+    DeepClusterer("aekm", 4, pretrained=str(path), arch=(16,), n_init=2).fit(x)
 
 
 def test_restart_pretrain_pretrains_in_every_restart(blobs4):

@@ -134,6 +134,7 @@ def train(
     from deepcluster_cli.methods import get_method
     from deepcluster_cli.pipeline import (
         check_n_clusters,
+        check_pretrained_network,
         check_pretrained_used,
         check_restart_pretrain,
         check_selection,
@@ -189,6 +190,8 @@ def train(
     )
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
+    if ae_ckpt is not None:
+        check_pretrained_network(cfg, layers, ae_ckpt.extra["spec"]["autoencoder"])
     table = read_features(
         data,
         fmt=fmt,

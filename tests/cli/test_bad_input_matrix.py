@@ -408,6 +408,40 @@ def test_a_checkpoint_of_the_other_kind_says_which_command_makes_the_right_one(c
     assert_clean_failure(r, ["is a clustering model", "needs an autoencoder"], out)
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "arch=16"], ["--set arch", "has arch 8", "drop arch"]),
+        (["--set", "latent=4"], ["--set latent", "has latent 2"]),
+        (["--set", "activation=tanh"], ["--set activation", "has activation relu"]),
+        (["--set", "recon_loss=mse"], ["--set recon_loss", "has recon_loss bce"]),
+    ],
+)
+def test_a_network_setting_that_the_pretrained_autoencoder_contradicts_is_refused(
+    cli, tmp_path, args, words
+):
+    """With --pretrained the network is the file's: a different arch, latent, activation or
+    loss was silently ignored (the run trained the file's network under the user's belief)."""
+    files = _inputs(cli, tmp_path)
+    out = tmp_path / "m.pt"
+    r = cli("train", files["data"], "--label-column", "label", "-m", "dcn", "-k", 3,
+            "--pretrained", files["ae"], *args, "-o", out)  # fmt: skip
+    assert_clean_failure(r, words, out)
+
+
+def test_pretrained_network_settings_that_agree_and_a_presets_network_are_accepted(cli, tmp_path):
+    files = _inputs(cli, tmp_path)
+    lab = ["--label-column", "label", "-k", 3, "--pretrained", files["ae"], "--epochs", 1]
+    out = tmp_path / "m.pt"
+    # the same values as the file, and recon_loss auto (which resolves to the file's)
+    r = cli("train", files["data"], *lab, "-m", "dcn", "--set", "arch=8", "--set", "latent=2",
+            "--set", "recon_loss=auto", "-o", out)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    # --preset digits sets arch 500,500 for pretraining without --pretrained: not the user's
+    r = cli("train", files["data"], *lab, "-m", "dcn", "--preset", "digits", "-o", out)
+    assert r.exit_code == 0, r.stderr
+
+
 def test_stdout_takes_one_table_and_no_checkpoint(cli, tmp_path):
     files = _inputs(cli, tmp_path)
     lab = ["--label-column", "label"]
