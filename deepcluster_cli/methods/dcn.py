@@ -43,6 +43,7 @@ from deepcluster_cli.engine import distributed
 from deepcluster_cli.engine.trainer import Stage, batched_apply
 from deepcluster_cli.errors import UsageError
 from deepcluster_cli.methods.base import (
+    SMALL_INPUT_AE,
     AEFields,
     FitContext,
     LatentCentroidMethod,
@@ -163,9 +164,9 @@ class DCN(LatentCentroidMethod):
         # small sets (sklearn digits): lam tuned per data set as the paper does; 0.1 tied
         # 0.03 and 0.3 for the best on digits seed 0 (with the authors' k-means every 10
         # epochs; docs/methods/dcn.md); 150 epochs (ClustPy's length; 7 steps an epoch on
-        # digits) beat 50 on 11 of 12 seed runs from two autoencoder shapes; pretraining 200
-        # epochs without --pretrained
-        "digits": {"lam": 0.1, "epochs": 150, "pretrain_epochs": 200},
+        # digits) beat 50 on 11 of 12 seed runs from two autoencoder shapes; the narrow
+        # autoencoder of SMALL_INPUT_AE without --pretrained
+        "digits": {"lam": 0.1, "epochs": 150, **SMALL_INPUT_AE},
     }
     test_settings = {
         "arch": (32,),

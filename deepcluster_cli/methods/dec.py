@@ -29,6 +29,7 @@ from deepcluster_cli.engine import distributed
 from deepcluster_cli.engine.trainer import Stage, batched_apply
 from deepcluster_cli.errors import UsageError
 from deepcluster_cli.methods.base import (
+    SMALL_INPUT_AE,
     AEFields,
     FitContext,
     Generated,
@@ -148,9 +149,9 @@ class DEC(Method):
         "reuters": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "update_interval": 30},
         # small sets (sklearn digits, 1797 rows = 7 batches of 256): T = 140 would refresh P
         # once per 20 epochs; DEC's code refreshes about once per epoch on USPS and Reuters-10k
-        # (T = 30 of 36-39 batches), so T = 7 here. Pretraining 200 epochs (1400 steps) when
-        # no --pretrained autoencoder is given. Measured: docs/results/repnet_dec_dcn.md.
-        "digits": {"update_interval": 7, "epochs": 50, "pretrain_epochs": 200},
+        # (T = 30 of 36-39 batches), so T = 7 here. Without --pretrained, the narrow
+        # autoencoder of SMALL_INPUT_AE. Measured: docs/results/repnet_dec_dcn.md.
+        "digits": {"update_interval": 7, "epochs": 50, **SMALL_INPUT_AE},
     }
     test_settings = {
         "arch": (32,),
@@ -238,7 +239,7 @@ class IDEC(DEC):
         "usps": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.99, "update_interval": 140},
         "reuters": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.99, "update_interval": 140},
         # as DEC's digits preset: P refreshed about once per epoch (docs/methods/idec.md)
-        "digits": {"update_interval": 7, "epochs": 50, "pretrain_epochs": 200},
+        "digits": {"update_interval": 7, "epochs": 50, **SMALL_INPUT_AE},
     }
     reconstruct = True
 

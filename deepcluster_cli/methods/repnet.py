@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from deepcluster_cli.engine.trainer import Stage, batched_apply
 from deepcluster_cli.errors import UsageError
 from deepcluster_cli.methods.base import (
+    SMALL_INPUT_AE,
     AEFields,
     FitContext,
     Method,
@@ -166,14 +167,14 @@ class RepNet(Method):
         },
     }
     # the authors' USPS run (the closest of their sets to sklearn digits): Adam 1e-3,
-    # gamma 0.001; pretraining 200 epochs when no --pretrained autoencoder is given
+    # gamma 0.001; the narrow autoencoder of SMALL_INPUT_AE when no --pretrained one is given
     presets["digits"] = {
         "optimizer": "adam",
         "lr": 1e-3,
         "gamma": 0.001,
         "batch_size": 100,
-        "pretrain_epochs": 200,
         "epochs": 50,
+        **SMALL_INPUT_AE,
     }
     presets["reuters"] = presets["text"]
     test_settings = {

@@ -128,3 +128,39 @@ def test_an_optimiser_or_schedule_setting_out_of_range_is_refused(name, field, v
 
     with pytest.raises(UsageError, match=field):
         build_config(get_method(name).Config, [("--set", {field: value})])
+
+
+DIGITS_PRESET_METHODS = [name for name in METHODS if "digits" in get_method(name).presets]
+
+
+def test_the_digits_presets_are_the_four_baselines_with_one_small_input_network():
+    from deepcluster_cli.methods.base import SMALL_INPUT_AE
+
+    assert sorted(DIGITS_PRESET_METHODS) == ["dcn", "dec", "idec", "repnet"]
+    for name in DIGITS_PRESET_METHODS:
+        preset = get_method(name).presets["digits"]
+        assert {k: preset[k] for k in SMALL_INPUT_AE} == {
+            "arch": (500, 500),
+            "pretrain_epochs": 200,
+        }
+
+
+@pytest.mark.parametrize("name", DIGITS_PRESET_METHODS)
+@pytest.mark.parametrize("arch, expected", [(None, (500, 500)), ((16,), (16,))])
+def test_the_digits_preset_pretrains_the_narrow_network_unless_arch_is_set(
+    name, arch, expected, data
+):
+    """Without --pretrained, ``--preset digits`` pretrains 64-500-500-10 on digits (no
+    2000-unit layer: docs/results/repnet_dec_dcn.md); a --set arch still wins over it."""
+    x, _ = data
+    m = get_method(name)
+    short = {"pretrain_epochs": 1, "epochs": 1, "n_init": 1}
+    if arch is not None:
+        short["arch"] = arch
+    layers = [("--preset digits", dict(m.presets["digits"])), ("--set", short)]
+    res = fit(x, method=name, n_clusters=3, layers=layers, seed=0)
+    widths = [
+        layer.out_features for layer in res.model.ae.encoder if hasattr(layer, "out_features")
+    ]
+    assert tuple(widths[:-1]) == expected
+    assert widths[-1] == 10
