@@ -71,14 +71,28 @@ _NETWORK_SETTINGS = {
 }
 
 
-def check_pretrained_network(cfg: Any, layers: list[tuple[str, dict]], ae_spec: dict) -> None:
+_PRETRAINING_SETTINGS = ("pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "noise")
+
+
+def check_pretrained_network(
+    cfg: Any, layers: list[tuple[str, dict]], ae_spec: dict, *, used: tuple[str, ...] = ()
+) -> None:
     """With ``--pretrained`` the network is the file's: refuse a network setting the user gave
-    (``--set``, ``--config``) that differs from it, rather than ignore it. A preset's values
-    are for pretraining without ``--pretrained`` and are not the user's, so they pass."""
+    (``--set``, ``--config``) that differs from it, rather than ignore it, and a pretraining
+    setting given with ``--set`` (not in ``used``, the ones the method still reads). A
+    preset's values are for pretraining without ``--pretrained`` and are not the user's, and
+    a ``--config`` file may serve runs with and without it, so those pass."""
     given: dict[str, str] = {}
     for source, layer in layers:
         if not source.startswith("--preset"):
             given.update({key.replace("-", "_"): source for key in layer})
+    for name in _PRETRAINING_SETTINGS:
+        if given.get(name) == "--set" and name not in used and hasattr(cfg, name):
+            raise UsageError(
+                f"--set {name}: a pretraining setting, and the autoencoder comes from "
+                "--pretrained, so it would change nothing; drop it (or --pretrained, to "
+                "pretrain one with it)"
+            )
     for name, key in _NETWORK_SETTINGS.items():
         if name not in given or not hasattr(cfg, name):
             continue

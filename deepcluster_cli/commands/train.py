@@ -191,7 +191,12 @@ def train(
 
     ae_ckpt = load_checkpoint(pretrained, kinds=("autoencoder",)) if pretrained else None
     if ae_ckpt is not None:
-        check_pretrained_network(cfg, layers, ae_ckpt.extra["spec"]["autoencoder"])
+        check_pretrained_network(
+            cfg,
+            layers,
+            ae_ckpt.extra["spec"]["autoencoder"],
+            used=m.pretraining_settings_used,
+        )
     table = read_features(
         data,
         fmt=fmt,

@@ -233,6 +233,9 @@ class Method:
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     generate_modes: ClassVar[tuple[str, ...]] = ()
     selection: ClassVar[tuple[str, ...]] = ("loss",)
+    # autoencoder pretraining settings this method reads even from a --pretrained autoencoder
+    # (repnet trains its encoder on noisy input, ``noise``); the others only shape pretraining
+    pretraining_settings_used: ClassVar[tuple[str, ...]] = ()
     # small settings (--set keys) that make the method train in seconds, for the contract
     # tests that run every registered method
     test_settings: ClassVar[dict[str, Any]] = {}

@@ -177,6 +177,7 @@ class RepNet(Method):
         **SMALL_INPUT_AE,
     }
     presets["reuters"] = presets["text"]
+    pretraining_settings_used = ("noise",)  # the joint training's denoising input
     test_settings = {
         "arch": (32,),
         "latent": 4,

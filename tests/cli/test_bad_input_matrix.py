@@ -415,6 +415,10 @@ def test_a_checkpoint_of_the_other_kind_says_which_command_makes_the_right_one(c
         (["--set", "latent=4"], ["--set latent", "has latent 2"]),
         (["--set", "activation=tanh"], ["--set activation", "has activation relu"]),
         (["--set", "recon_loss=mse"], ["--set recon_loss", "has recon_loss bce"]),
+        # pretraining settings given on the command line change nothing with --pretrained
+        (["--set", "pretrain_epochs=300"], ["--set pretrain_epochs", "would change nothing"]),
+        (["--set", "pretrain_lr=0.01"], ["--set pretrain_lr", "drop it"]),
+        (["--set", "noise=0.2"], ["--set noise", "would change nothing"]),
     ],
 )
 def test_a_network_setting_that_the_pretrained_autoencoder_contradicts_is_refused(
@@ -439,6 +443,14 @@ def test_pretrained_network_settings_that_agree_and_a_presets_network_are_accept
     assert r.exit_code == 0, r.stderr
     # --preset digits sets arch 500,500 for pretraining without --pretrained: not the user's
     r = cli("train", files["data"], *lab, "-m", "dcn", "--preset", "digits", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    # repnet reads noise in its joint training, from a pretrained autoencoder too
+    r = cli("train", files["data"], *lab, "-m", "repnet", "--set", "noise=0.2", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    # a config file may serve runs with and without --pretrained: its pretraining settings pass
+    toml = tmp_path / "c.toml"
+    toml.write_text("pretrain_epochs = 300\nnoise = 0.2\n")
+    r = cli("train", files["data"], *lab, "-m", "dcn", "--config", toml, "-o", out)
     assert r.exit_code == 0, r.stderr
 
 
