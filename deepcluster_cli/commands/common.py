@@ -162,6 +162,13 @@ def _silence_stdout() -> None:
         pass
 
 
+def complete_method(incomplete: str) -> list[str]:
+    """Shell completion of a method name (the registry only: no torch import)."""
+    from deepcluster_cli.methods import REGISTRY
+
+    return [name for name in REGISTRY if name.startswith(incomplete)]
+
+
 def split_list(value: str | None) -> list[str] | None:
     if value is None:
         return None

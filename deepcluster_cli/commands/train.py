@@ -10,6 +10,7 @@ from deepcluster_cli.commands.common import (
     check_max_time,
     check_outputs,
     check_seed,
+    complete_method,
     handle_errors,
     is_main_process,
     make_progress,
@@ -52,7 +53,13 @@ from deepcluster_cli.options import (
 def train(
     data: DataArg,
     method: Annotated[
-        str, typer.Option("--method", "-m", help="Clustering method (see 'deepcluster methods').")
+        str,
+        typer.Option(
+            "--method",
+            "-m",
+            help="Clustering method (see 'deepcluster methods').",
+            autocompletion=complete_method,
+        ),
     ],
     n_clusters: Annotated[int, typer.Option("--n-clusters", "-k", help="Number of clusters.")],
     output: Annotated[

@@ -231,7 +231,8 @@ def test_train_refuses_a_config_value_of_the_wrong_type(cli, tmp_path, line, wor
         (["train", "x.csv", "-m", "kmeans", "-k", "abc", "-o", "m.pt"], ["'-k'", "integer"]),
         (["train", "x.csv"], ["Missing option '--method'", "deepcluster train -h"]),
         (["assign"], ["Missing argument 'model'"]),
-        (["methods", "extra"], ["unexpected extra argument"]),
+        (["methods", "dcn", "extra"], ["unexpected extra argument"]),
+        (["methods", "extra"], ["unknown method 'extra'", "dcn"]),
         (["tran"], ["No such command 'tran'", "'train'"]),
         (["--bogus"], ["No such option: --bogus"]),
         # named before the (missing) data file is looked at: the data was read first

@@ -184,6 +184,40 @@ def test_methods_lists_registered(cli):
     assert "kmeans" in names and "aekm" in names
 
 
+def test_methods_with_a_name_shows_its_settings_defaults_and_what_each_preset_changes(cli):
+    r = cli("methods", "dcn", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["name"] == "dcn" and d["settings"]["lam"] == 1.0
+    assert d["settings"]["arch"] == [500, 500, 2000]
+    assert d["presets"]["digits"] == {
+        "arch": [500, 500],
+        "pretrain_epochs": 200,
+        "epochs": 150,
+        "lam": 0.1,
+    }
+    assert "momentum" not in d["presets"]["mnist"]  # the preset's 0.9 is the default
+    r = cli("methods", "dcn")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("setting"))
+    assert header.split() == ["setting", "default", "mnist", "digits"]
+    rows = {line.split()[0]: line for line in lines if line.startswith(("arch ", "lam "))}
+    assert rows["arch"].split() == ["arch", "500,500,2000", "500,500"]
+    assert rows["lam"].split() == ["lam", "1", "2", "0.1"]
+    # a method without presets has the defaults column only
+    r = cli("methods", "kmeans")
+    assert r.exit_code == 0 and "n_init" in r.stdout and "--preset NAME" not in r.stdout
+
+
+def test_methods_with_an_unknown_name_is_a_usage_error(cli):
+    r = cli("methods", "nosuch")
+    assert r.exit_code == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("deepcluster: error: unknown method 'nosuch'; choose one of")
+    assert "dcn" in line and "Traceback" not in r.stderr
+
+
 def test_kmeans_on_digits_reaches_known_accuracy(cli, digits_csv, tmp_path):
     labels = tmp_path / "l.csv"
     r = cli(

@@ -320,6 +320,18 @@ def test_show_completion_prints_a_bash_script_that_completes_commands():
         env={**ask, "COMP_WORDS": "deepcluster tr"},
     )
     assert r.stdout.split() == ["train"], r.stderr
+    # method names after `train DATA -m` and `methods`, from the registry
+    for words, cword, want in (
+        ("deepcluster train x.csv -m d", "4", ["dgg", "dec", "dcn"]),
+        ("deepcluster methods c", "2", ["ckm", "cm", "cnet"]),
+    ):
+        r = subprocess.run(
+            [str(CLI / "deepcluster")],
+            capture_output=True,
+            text=True,
+            env={**ask, "COMP_WORDS": words, "COMP_CWORD": cword},
+        )
+        assert r.stdout.split() == want, (words, r.stdout, r.stderr)
 
 
 def test_an_error_under_log_format_json_is_a_json_line_too(cli, digits_csv, tmp_path):
