@@ -212,12 +212,22 @@ def check_representation(m: Method, model: nn.Module, x: torch.Tensor, cfg: Any)
     in one cluster (and a restart criterion such as the codes' inertia would prefer it). One
     decision for all ranks of a torchrun job."""
     from deepcluster_cli.engine import distributed
-    from deepcluster_cli.nn.mlp import same_for_every_row
+    from deepcluster_cli.nn.mlp import overflow_reason, same_for_every_row
 
-    collapsed = same_for_every_row(lambda rows: m.embed(model, rows), x)
+    def embed(rows: torch.Tensor) -> torch.Tensor:
+        return m.embed(model, rows)
+
+    lr = getattr(cfg, "lr", None)
+    hint = f" (--lr; this run had {lr:g})" if lr else ""
+    overflow = overflow_reason(embed, x, "representations")
+    if distributed.all_reduce_max(1.0 if overflow is not None else 0.0) > 0:
+        raise TrainingError(
+            f"{m.name}: training overflowed the model's weights: "
+            f"{overflow or 'some rows overflow on some rank'}; nothing was saved. Start over "
+            f"with a lower learning rate{hint}"
+        )
+    collapsed = same_for_every_row(embed, x)
     if distributed.all_reduce_max(1.0 if collapsed else 0.0) > 0:
-        lr = getattr(cfg, "lr", None)
-        hint = f" (--lr; this run had {lr:g})" if lr else ""
         raise TrainingError(
             f"{m.name}: training collapsed the representation: all {len(x)} rows map to one "
             "point, so they would all fall in one cluster; nothing was saved. Start over with "

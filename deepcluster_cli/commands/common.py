@@ -22,7 +22,9 @@ STATE: dict[str, Any] = {"debug": False, "progress": None}
 def fail(message: str, code: int) -> typer.Exit:
     """The error line and the exit to raise. Under ``--log-format json`` the line is a JSON
     object too (``{"event": "error", "time", "message", "exit_code"}``), so a log read with
-    ``jq`` stays parseable when the run fails."""
+    ``jq`` stays parseable when the run fails. A line break inside the message (a column or
+    file name holding one) is shown as ``\\n``, so the error stays one line."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     if _json_log():
         import json
         import time
@@ -396,7 +398,14 @@ def _same_file(a: str, b: str) -> bool:
 
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
-    return Path(a).resolve() == Path(b).resolve()
+
+    def resolved(path: str) -> Path:
+        try:
+            return Path(path).resolve()
+        except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError on a loop
+            raise UsageError(f"{path}: a loop of symbolic links; name another file") from None
+
+    return resolved(a) == resolved(b)
 
 
 def check_outputs(

@@ -192,7 +192,10 @@ class _Npz:
         member = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
         try:
             with archive.open(member) as handle:  # vet the header before numpy loads it
-                _npy_header(f"{self.source}[{key}]", handle)
+                header = _npy_header(f"{self.source}[{key}]", handle)
+            # a header may claim more data than the member holds: numpy would first try to
+            # allocate all of it (an "out of memory" for a 10**12-row claim)
+            _check_size(f"{self.source}[{key}]", header, archive.getinfo(member).file_size, "NPY")
             return self._archive[key]
         except _ZIP_ERRORS as exc:
             raise DataError(f"{self.source}: cannot read array '{key}' ({exc})") from exc

@@ -40,6 +40,15 @@ def kmeans_centroids(z: Tensor, k: int, *, seed: int, n_init: int = 10, max_iter
     Under torchrun it runs on rank 0 alone and the result is broadcast, so every rank starts
     from the same centroids."""
     from deepcluster_cli.engine.distributed import on_main
+    from deepcluster_cli.errors import TrainingError
+
+    finite = torch.isfinite(z).all(1)
+    if not bool(finite.all()):  # input features are refused earlier: these are codes
+        raise TrainingError(
+            f"k-means: {int((~finite).sum())} of {len(z)} rows have NaN or infinite codes: the "
+            "network's weights overflowed, so nothing was saved. Start over with a lower "
+            "learning rate"
+        )
 
     def run() -> Tensor:
         from sklearn.cluster import KMeans  # lazily: assign never pays for scikit-learn

@@ -213,6 +213,24 @@ def spread_rows(x: Tensor, n: int = 2048) -> Tensor:
     return x[torch.linspace(0, x.shape[0] - 1, n, device=x.device).long()]
 
 
+def overflowing_rows(e: Tensor) -> int:
+    """How many rows of a representation are NaN or infinite, or so large that their squared
+    norm overflows float32 (a distance to a centroid would then be infinite): weights that a
+    far too high learning rate blew up. Every method's k-means or softmax fails on them."""
+    return int((~torch.isfinite(e.float().pow(2).sum(1))).sum())
+
+
+def overflow_reason(embed: Callable[[Tensor], Tensor], x: Tensor, what: str) -> str | None:
+    """``None``, or why ``embed`` overflows on ``x``'s evenly spaced rows (see
+    :func:`overflowing_rows`); ``what`` names the representation ("codes")."""
+    sample = spread_rows(x)
+    bad = overflowing_rows(embed(sample))
+    if not bad:
+        return None
+    of = f"{len(sample)} rows" + (" checked" if sample is not x else "")
+    return f"{bad} of {of} have {what} that are NaN, infinite or too large to compare"
+
+
 def same_for_every_row(embed: Callable[[Tensor], Tensor], x: Tensor) -> bool:
     """Whether ``embed`` maps every row of ``x`` to one point although the rows differ:
     training collapsed it. Looks at evenly spaced rows first, at all of them only when
@@ -235,7 +253,13 @@ def collapse_reason(ae: Autoencoder, x: Tensor, batch_size: int = 4096) -> str |
     encoder layer when there is one."""
     from deepcluster_cli.engine.trainer import batched_apply
 
-    if not same_for_every_row(lambda rows: batched_apply(ae.encode, rows, batch_size), x):
+    def encode(rows: Tensor) -> Tensor:
+        return batched_apply(ae.encode, rows, batch_size)
+
+    overflow = overflow_reason(encode, x, "codes")
+    if overflow is not None:
+        return overflow + " (its weights overflowed)"
+    if not same_for_every_row(encode, x):
         return None
     reason = f"every one of the {x.shape[0]} rows has the same code"
     alive: list[bool] = []  # per ReLU of the encoder: some unit active on some row

@@ -759,3 +759,69 @@ def test_generate_refuses_options_its_mode_does_not_use(cli, tmp_path, args, wor
     out = tmp_path / "g.csv"
     r = cli("generate", files["model"], "-o", out, *args)
     assert_clean_failure(r, words, out)
+
+
+def test_a_loop_of_symbolic_links_as_input_or_output_is_a_usage_error(cli, tmp_path):
+    """Path.resolve raised RuntimeError on the loop: an internal error, exit 1."""
+    files = _inputs(cli, tmp_path)
+    (tmp_path / "l1.csv").symlink_to(tmp_path / "l2.csv")
+    (tmp_path / "l2.csv").symlink_to(tmp_path / "l1.csv")
+    loop = tmp_path / "l1.csv"
+    r = cli("train", loop, "-m", "kmeans", "-k", 2, "-o", tmp_path / "m2.pt")
+    assert_clean_failure(r, ["l1.csv", "loop of symbolic links"], tmp_path / "m2.pt")
+    r = cli("train", files["data"], "--label-column", "label", "-m", "kmeans", "-k", 2, "-o", loop)
+    assert_clean_failure(r, ["loop of symbolic links"])
+
+
+def test_an_overflowing_network_is_refused_not_saved_nor_an_internal_error(cli, tmp_path):
+    """A far too high learning rate blew the weights up to ~1e30: the codes were NaN or too
+    large to square, so k-means failed inside scikit-learn (internal error, exit 1), or the
+    model was saved and assign wrote empty probabilities (exit 0)."""
+    from deepcluster_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    files = _inputs(cli, tmp_path)
+    lab = ["--label-column", "label"]
+    ae = tmp_path / "big.pt"
+    r = cli("pretrain", files["data"], *lab, "-o", ae, "--arch", 16, "--latent", 2,
+            "--epochs", 1, "--lr", 1e30)  # fmt: skip
+    assert r.exit_code == 1 and "weights overflowed" in r.stderr and not ae.exists(), r.stderr
+    # an autoencoder file whose weights overflow: refused as a bad --pretrained (exit 2)
+    ck = load_checkpoint(files["ae"])
+    ck.state = {k: v * 1e30 if v.is_floating_point() else v for k, v in ck.state.items()}
+    save_checkpoint(ae, ck)
+    out = tmp_path / "m2.pt"
+    r = cli(
+        "train", files["data"], *lab, "-m", "aekm", "-k", 3, "--pretrained", ae, "-o", out, "-q"
+    )
+    assert_clean_failure(r, ["--pretrained", "NaN, infinite or too large"], out)
+    # the clustering stage overflowing: exit 1, nothing saved
+    r = cli("train", files["data"], *lab, "-m", "idec", "-k", 3, "--pretrained", files["ae"],
+            "--epochs", 1, "--lr", 1e30, "-o", out)  # fmt: skip
+    assert r.exit_code == 1 and "overflowed" in r.stderr and not out.exists(), r.stderr
+
+
+def test_a_line_break_in_a_name_keeps_the_error_on_one_line(cli, tmp_path):
+    files = _inputs(cli, tmp_path)
+    out = tmp_path / "m2.pt"
+    r = cli("train", files["data"], "--label-column", "no\nsuch", "-m", "kmeans", "-k", 2,
+            "-o", out)  # fmt: skip
+    assert_clean_failure(r, ["no column 'no\\nsuch'"], out)
+
+
+def test_an_npz_member_claiming_more_rows_than_it_holds_is_truncated_not_out_of_memory(
+    cli, tmp_path
+):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 3)}
+    )
+    buf.write(np.zeros(6).tobytes())
+    path = tmp_path / "big.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", buf.getvalue())
+    out = tmp_path / "m.pt"
+    r = cli("train", path, "-m", "kmeans", "-k", 2, "-o", out)
+    assert_clean_failure(r, ["big.npz[x]", "truncated NPY file", "1000000000000x3"], out)
