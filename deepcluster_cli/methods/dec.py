@@ -73,9 +73,11 @@ class Config(AEFields):
         if self.n_init < 1:
             raise UsageError("dec: n_init must be at least 1")
         if self.gamma < 0:
-            raise UsageError("idec: gamma must be >= 0")
+            raise UsageError("gamma (idec's clustering weight) must be >= 0")
         if self.recon_reduction not in ("mean", "sum"):
-            raise UsageError("idec: recon_reduction must be mean or sum")
+            raise UsageError(
+                "recon_reduction (idec's reconstruction over features) must be mean or sum"
+            )
         if self.target not in TARGETS:
             raise UsageError(f"dec: target {self.target!r}; choose full or batch")
 
