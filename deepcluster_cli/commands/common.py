@@ -486,10 +486,13 @@ def run_resumable(
     resume: bool,
     max_time: float | None,
     progress,
+    start: str = "",
 ):
     """Run ``body(control, state)`` so that SIGINT/SIGTERM or ``--max-time`` save a resumable
     state beside ``output`` (exit 130/143, or 0 for the time budget) and ``--resume``
-    continues from it. Returns body's result, or None when stopped by the time budget."""
+    continues from it. Returns body's result, or None when stopped by the time budget.
+    ``start`` ("training dec on ...") is shown once the resumable state is found good, so a
+    refused --resume is the run's only line."""
     from pathlib import Path
 
     from deepcluster_cli.engine.interrupt import EXIT_CODES, graceful_stop
@@ -507,6 +510,8 @@ def run_resumable(
     state = None
     if resume:
         state = load_resume(output, run=run, schema=schema, warn=progress.warn)[0]
+    if start:
+        progress.info(start)
     if not resume and Path(resume_path(output)).exists():
         progress.warn(
             f"{resume_path(output)} holds an interrupted run; this run starts over and removes it "

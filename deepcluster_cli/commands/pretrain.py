@@ -148,7 +148,6 @@ def pretrain(
     )
     dev = setup_torch(seed, device_name, threads)
     x = scaler.fit(table.features).transform(table.features)
-    progress.info(f"pretraining on {x.shape[0]} x {x.shape[1]} ({where(dev)})")
     run_id = {"method": "autoencoder", "config": config_to_dict(cfg), "seed": seed}
 
     def body(control, state):
@@ -163,6 +162,7 @@ def pretrain(
         resume=resume,
         max_time=max_time,
         progress=progress,
+        start=f"pretraining on {x.shape[0]} x {x.shape[1]} ({where(dev)})",
     )
     if out is None or not is_main_process():  # torchrun: rank 0 writes
         return

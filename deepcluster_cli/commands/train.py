@@ -229,9 +229,6 @@ def train(
     check_n_clusters(n_clusters, len(table.features))
     dev = setup_torch(seed, device_name, threads)
     x = scaler.transform(table.features)
-    progress.info(
-        f"training {method} (k={n_clusters}) on {x.shape[0]} x {x.shape[1]} ({where(dev)})"
-    )
     run = {
         "method": method,
         "n_clusters": n_clusters,
@@ -270,6 +267,7 @@ def train(
         resume=resume,
         max_time=max_time,
         progress=progress,
+        start=f"training {method} (k={n_clusters}) on {x.shape[0]} x {x.shape[1]} ({where(dev)})",
     )
     if result is None or not is_main_process():  # torchrun: rank 0 writes
         return

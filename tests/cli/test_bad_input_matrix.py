@@ -825,3 +825,16 @@ def test_an_npz_member_claiming_more_rows_than_it_holds_is_truncated_not_out_of_
     out = tmp_path / "m.pt"
     r = cli("train", path, "-m", "kmeans", "-k", 2, "-o", out)
     assert_clean_failure(r, ["big.npz[x]", "truncated NPY file", "1000000000000x3"], out)
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_a_refused_resume_is_the_only_line_even_without_quiet(cli, tmp_path, command):
+    """The progress line ('training dec (k=3) on ...') came before the refusal."""
+    files = _inputs(cli, tmp_path)
+    out = tmp_path / "r.pt"
+    args = ["-m", "dec", "-k", 3] if command == "train" else []
+    r = cli(command, files["data"], "--label-column", "label", *args, "-o", out, "--resume")
+    assert_clean_failure(r, ["--resume: no resumable state", "run without --resume"], out)
+    (tmp_path / "r.pt.resume").write_bytes(b"not a checkpoint")
+    r = cli(command, files["data"], "--label-column", "label", *args, "-o", out, "--resume")
+    assert_clean_failure(r, ["r.pt.resume"], out)
